@@ -1,0 +1,109 @@
+"""The ``einfra-spawner`` command: check profile folders and show what a request would submit.
+
+``validate`` exits 0 when every path is valid, else 1 with one line per problem. ``render`` prints
+the manifests for one request (exit 1: broken profiles; exit 2: the request was refused).
+``schema`` prints the JSON Schema of profile files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import yaml
+
+from .errors import OptionsError, ProfileError
+from .profiles import load_profiles, validate_paths
+from .render import ServerIdentity, SingleUser, render_manifests
+from .resolve import UserContext, resolve_options
+from .schema import profile_schema_json
+
+__all__ = ["main"]
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a form would send them: a key given twice becomes a list."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--option {pair!r}: expected KEY=VALUE")
+        if key in options:
+            previous = options[key]
+            options[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            options[key] = value
+    return options
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="einfra-spawner", description="JupyterHub on demand: profile tools."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="check instance folders or profile files")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    render = commands.add_parser("render", help="print the manifests one request would submit")
+    render.add_argument("--profiles", required=True, metavar="DIR", help="an instance folder")
+    render.add_argument("--user", required=True, metavar="NAME")
+    render.add_argument("--server", default="", metavar="NAME", help="a named server")
+    render.add_argument("--group", action="append", default=[], metavar="G")
+    render.add_argument("--admin", action="store_true")
+    render.add_argument("--namespace", default="default")
+    render.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a request key"
+    )
+    render.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    commands.add_parser("schema", help="print the JSON Schema of profile files")
+    return parser
+
+
+def _render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        request = _options(args.option)
+    except argparse.ArgumentTypeError as exc:
+        print(f"einfra-spawner: {exc}", file=err)
+        return 2
+    try:
+        profiles = load_profiles(args.profiles)
+    except ProfileError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        return 1
+    user = UserContext(name=args.user, groups=frozenset(args.group), admin=args.admin)
+    try:
+        options = resolve_options(profiles, user, request)
+    except OptionsError as exc:
+        print(f"einfra-spawner: refused: {exc}", file=err)
+        return 2
+    identity = ServerIdentity(user=args.user, server=args.server, namespace=args.namespace)
+    single_user = SingleUser(
+        env=(("JUPYTERHUB_USER", args.user), ("JUPYTERHUB_SERVER_NAME", args.server))
+    )
+    objects = render_manifests(options, identity, single_user).objects()
+    if args.format == "json":
+        out.write(json.dumps(objects, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(yaml.safe_dump_all(objects, sort_keys=False, allow_unicode=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status (never calls ``sys.exit`` itself)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        problems = validate_paths(args.paths)
+        for problem in problems:
+            print(problem, file=err)
+        if not problems:
+            print(f"valid: {', '.join(args.paths)}", file=out)
+        return 1 if problems else 0
+    if args.command == "render":
+        return _render(args, out, err)
+    out.write(profile_schema_json())
+    return 0

@@ -1,0 +1,315 @@
+"""Loading instance folders into a validated :class:`ProfileSet`, and the JSON Schema.
+
+``load_profiles`` is the only function here that reads files; it hands their text to
+``parse_profile_set``, which is pure. Every problem is collected, not just the first, and each
+names the file, the key path, the bad value and what is allowed, so an operator fixes a broken
+folder in one pass. Loading happens once, at hub start.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import Problem, ProfileError, describe_value
+from .models import NO_GPU, Instance, Profile
+
+__all__ = [
+    "INSTANCE_FILE",
+    "ProfileSet",
+    "load_profiles",
+    "parse_profile_set",
+    "validate_paths",
+]
+
+INSTANCE_FILE = "instance.yaml"
+_MAX_FILE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSet:
+    """An instance and its profiles, validated together. Immutable; shared by every spawn."""
+
+    instance: Instance
+    profiles: tuple[Profile, ...]
+    source: str = ""
+    _by_slug: Mapping[str, Profile] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_by_slug", types.MappingProxyType({p.slug: p for p in self.profiles})
+        )
+
+    def profile(self, slug: str) -> Profile | None:
+        """The profile called ``slug``, or ``None``."""
+        return self._by_slug.get(slug)
+
+    @property
+    def default_profile(self) -> Profile:
+        """The instance's default profile (its ``default_profile``, else the first)."""
+        chosen = self.instance.default_profile
+        return self._by_slug.get(chosen, self.profiles[0]) if chosen else self.profiles[0]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate keys instead of keeping the last one silently."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+    return result
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _mapping_without_duplicates,  # type: ignore[arg-type]
+)
+
+
+_UNREADABLE = object()
+
+
+def _parse_yaml(name: str, text: str, problems: list[Problem]) -> Any:
+    """The YAML document, or ``_UNREADABLE`` (with the problem recorded)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problems.append(Problem(name, where, f"not valid YAML: {getattr(exc, 'problem', exc)}"))
+        return _UNREADABLE
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types an annotation may hold (Annotated and Optional removed)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
+    return [annotation]
+
+
+def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class found by following ``loc`` from ``root``, for listing its allowed keys."""
+    candidates: list[Any] = [root]
+    for part in loc:
+        following: list[Any] = []
+        for current in candidates:
+            if isinstance(current, type) and issubclass(current, BaseModel):
+                if isinstance(part, str) and part in current.model_fields:
+                    following += _unwrap(current.model_fields[part].annotation)
+            elif typing.get_origin(current) is tuple and isinstance(part, int):
+                following += _unwrap(typing.get_args(current)[0])
+            elif typing.get_origin(current) is dict and isinstance(part, str):
+                following += _unwrap(typing.get_args(current)[1])
+        candidates = following
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if models else None
+
+
+def _key_path(loc: Iterable[int | str]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _problems_from(name: str, model: type[BaseModel], error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        value = describe_value(item.get("input"))
+        if item["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            allowed = sorted(f.alias or k for k, f in parent.model_fields.items()) if parent else []
+            message = "unknown key; allowed keys: " + ", ".join(allowed)
+            value = None
+        elif item["type"] == "missing":
+            value = None
+        elif isinstance(item.get("input"), dict):
+            value = None  # a whole mapping says nothing useful next to the message
+        problems.append(Problem(name, _key_path(loc), message, value))
+    return problems
+
+
+def _validate(name: str, model: type[BaseModel], data: Any, problems: list[Problem]) -> Any:
+    if data is _UNREADABLE:
+        return None
+    if not isinstance(data, dict):
+        problems.append(
+            Problem(name, "", "the file must hold a mapping of keys", describe_value(data))
+        )
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems_from(name, model, exc))
+        return None
+
+
+def _cross_check(
+    instance: Instance, profiles: list[tuple[str, Profile]], problems: list[Problem]
+) -> None:
+    """What no single file can check: names across files, GPU types, prices."""
+    seen: dict[str, str] = {}
+    for name, profile in profiles:
+        if profile.slug in seen:
+            problems.append(
+                Problem(name, "slug", f"slug is used by {seen[profile.slug]} too", profile.slug)
+            )
+        seen.setdefault(profile.slug, name)
+        for index, choice in enumerate(profile.gpu.choices):
+            if choice.id != NO_GPU and choice.id not in instance.gpu_types:
+                known = ", ".join([NO_GPU, *sorted(instance.gpu_types)])
+                problems.append(
+                    Problem(
+                        name,
+                        f"gpu.choices[{index}].id",
+                        f"not a GPU type of this instance; allowed: {known}",
+                        repr(choice.id),
+                    )
+                )
+            elif (
+                choice.id != NO_GPU
+                and instance.prices is not None
+                and choice.id not in instance.prices.gpu_hour
+            ):
+                problems.append(
+                    Problem(
+                        INSTANCE_FILE,
+                        "prices.gpu_hour",
+                        f"no price for GPU type {choice.id!r}, which {name} offers",
+                    )
+                )
+    if instance.default_profile is not None and instance.default_profile not in seen:
+        problems.append(
+            Problem(
+                INSTANCE_FILE,
+                "default_profile",
+                "not the slug of a profile; allowed: " + ", ".join(sorted(seen)),
+                repr(instance.default_profile),
+            )
+        )
+
+
+def parse_profile_set(files: Mapping[str, str], source: str = "") -> ProfileSet:
+    """Validate an instance from file texts (``instance.yaml`` and profile files, by file name).
+
+    Pure. Raises :class:`ProfileError` with every problem found.
+    """
+    problems: list[Problem] = []
+    if INSTANCE_FILE not in files:
+        raise ProfileError([Problem(source or ".", "", f"there is no {INSTANCE_FILE}")])
+    instance = _validate(
+        INSTANCE_FILE,
+        Instance,
+        _parse_yaml(INSTANCE_FILE, files[INSTANCE_FILE], problems),
+        problems,
+    )
+    if instance is not None and instance.profiles is not None:
+        names = list(instance.profiles)
+        for index, name in enumerate(names):
+            if name not in files:
+                problems.append(
+                    Problem(INSTANCE_FILE, f"profiles[{index}]", "no such file", repr(name))
+                )
+    else:
+        names = sorted(n for n in files if n != INSTANCE_FILE)
+    profiles: list[tuple[str, Profile]] = []
+    for name in names:
+        if name in files:
+            data = _parse_yaml(name, files[name], problems)
+            profile = _validate(name, Profile, data, problems)
+            if profile is not None:
+                profiles.append((name, profile))
+    if not names:
+        problems.append(Problem(source or ".", "", "the instance has no profile files"))
+    if instance is not None:
+        _cross_check(instance, profiles, problems)
+    if problems or instance is None:
+        raise ProfileError(problems)
+    return ProfileSet(instance=instance, profiles=tuple(p for _, p in profiles), source=source)
+
+
+def _read_folder(folder: Path) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            if path.stat().st_size > _MAX_FILE_BYTES:
+                raise ProfileError([Problem(str(path), "", "the file is larger than 1 MB")])
+            files[path.name] = path.read_text(encoding="utf-8")
+    return files
+
+
+def load_profiles(folder: str | Path) -> ProfileSet:
+    """Read and validate an instance folder. Raises :class:`ProfileError` listing every problem."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise ProfileError([Problem(str(path), "", "not a folder (an instance folder is needed)")])
+    try:
+        files = _read_folder(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError([Problem(str(path), "", f"cannot be read: {exc}")]) from None
+    try:
+        return parse_profile_set(files, source=str(path))
+    except ProfileError as exc:
+        raise ProfileError(
+            [
+                Problem(
+                    str(path / p.file) if p.file in files else p.file, p.path, p.message, p.value
+                )
+                for p in exc.problems
+            ]
+        ) from None
+
+
+def _validate_file(path: Path) -> list[Problem]:
+    """A lone profile file: checked against the model (and its folder, when that is an instance)."""
+    if (path.parent / INSTANCE_FILE).is_file():
+        try:
+            load_profiles(path.parent)
+        except ProfileError as exc:
+            return list(exc.problems)
+        return []
+    problems: list[Problem] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Problem(str(path), "", f"cannot be read: {exc}")]
+    model: type[BaseModel] = Instance if path.name == INSTANCE_FILE else Profile
+    _validate(str(path), model, _parse_yaml(str(path), text, problems), problems)
+    return problems
+
+
+def validate_paths(paths: Iterable[str | Path]) -> list[Problem]:
+    """Every problem in the given instance folders or profile files (empty when all are valid)."""
+    problems: list[Problem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            try:
+                load_profiles(path)
+            except ProfileError as exc:
+                problems.extend(exc.problems)
+        elif path.is_file():
+            problems.extend(_validate_file(path))
+        else:
+            problems.append(Problem(str(path), "", "no such file or folder"))
+    return problems

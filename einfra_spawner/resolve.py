@@ -1,0 +1,396 @@
+"""Option resolution: (profiles, user, request) -> ``ResolvedOptions``, or ``OptionsError``.
+
+The one place where a user's request meets the operator's rules. Pure and total: any request of
+any shape gives either frozen ``ResolvedOptions`` or an ``OptionsError`` naming the key, the value
+and what is allowed. Nothing here mutates a spawner, so one spawn's choices cannot leak into the
+next. Form posts (strings, or lists of strings) and REST ``user_options`` (JSON values) both come
+through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import OptionsError
+from .models import (
+    IMAGE_REFERENCE,
+    NO_GPU,
+    CpuOption,
+    CsiSource,
+    GpuChoice,
+    Instance,
+    MemoryOption,
+    NfsSource,
+    PodSecurity,
+    Profile,
+    PvcSource,
+    Toleration,
+)
+from .profiles import ProfileSet
+from .quantities import format_cpu, format_memory, parse_cpu, parse_memory
+
+__all__ = [
+    "REQUEST_KEYS",
+    "ResolvedGpu",
+    "ResolvedHome",
+    "ResolvedMount",
+    "ResolvedOptions",
+    "UserContext",
+    "granted",
+    "resolve_options",
+]
+
+#: Every key a request may carry.
+REQUEST_KEYS = ("profile", "image", "cpu", "memory", "gpu", "gpu_count", "home", "mounts")
+_HOME_VALUES = ("keep", "reset")
+_MAX_VALUE_CHARS = 512
+_MAX_MOUNTS = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserContext:
+    """Who asks: the JupyterHub user name, their groups and whether they are an admin."""
+
+    name: str
+    groups: frozenset[str] = frozenset()
+    admin: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedGpu:
+    """GPUs granted: ``count`` of the extended resource ``resource``, on nodes that match."""
+
+    id: str
+    display_name: str
+    resource: str
+    count: int
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedHome:
+    """The home volume. ``ephemeral``: fresh at every start (reset ``always``); ``reset``: the user
+    asked, in this request, for the persistent home to be emptied before this start."""
+
+    size: int
+    storage_class: str | None
+    mount_path: str
+    access_modes: tuple[str, ...]
+    ephemeral: bool
+    reset: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedMount:
+    """An extra volume granted to this user."""
+
+    id: str
+    mount_path: str
+    read_only: bool
+    sub_path: str | None
+    source: PvcSource | NfsSource | CsiSource
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedOptions:
+    """Everything one spawn was granted. Frozen; change it only with ``dataclasses.replace``.
+
+    CPU is in millicores and memory in bytes. Limits are what the user chose; guarantees are
+    what the profile guarantees (never more than the limit).
+    """
+
+    instance: str
+    profile: str
+    profile_display_name: str
+    image: str
+    image_choice: str
+    cpu_limit: int
+    cpu_guarantee: int
+    memory_limit: int
+    memory_guarantee: int
+    gpu: ResolvedGpu | None
+    home: ResolvedHome | None
+    mounts: tuple[ResolvedMount, ...]
+    env: tuple[tuple[str, str], ...]
+    default_url: str | None
+    node_selector: tuple[tuple[str, str], ...]
+    tolerations: tuple[Toleration, ...]
+    pod_security: PodSecurity
+
+    def user_options(self) -> dict[str, object]:
+        """The request that resolves to exactly these options (for "your last choices")."""
+        options: dict[str, object] = {
+            "profile": self.profile,
+            "image": self.image if self.image_choice == CUSTOM_IMAGE else self.image_choice,
+            "cpu": format_cpu(self.cpu_limit),
+            "memory": format_memory(self.memory_limit),
+            "gpu": self.gpu.id if self.gpu else NO_GPU,
+            "gpu_count": self.gpu.count if self.gpu else 0,
+            "mounts": [m.id for m in self.mounts],
+        }
+        if self.home is not None and not self.home.ephemeral:
+            options["home"] = "reset" if self.home.reset else "keep"
+        return options
+
+
+#: ``image_choice`` of a custom image.
+CUSTOM_IMAGE = "custom"
+
+
+def granted(groups: Sequence[str], user: UserContext, instance: Instance) -> bool:
+    """Whether something limited to ``groups`` is open to ``user`` (no groups: open to all)."""
+    if not groups:
+        return True
+    if user.admin and instance.admins_bypass_groups:
+        return True
+    return not user.groups.isdisjoint(groups)
+
+
+def _scalar(key: str, value: object) -> str | int | float:
+    """One value: a form sends a list of one string, JSON sends a string or a number."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise OptionsError(key, value, reason="must be a single value")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise OptionsError(key, value, reason="must be a string or a number")
+    if isinstance(value, str):
+        if len(value) > _MAX_VALUE_CHARS:
+            raise OptionsError(key, value, reason="is too long")
+        return value.strip()
+    return value
+
+
+def _text(key: str, value: object) -> str:
+    scalar = _scalar(key, value)
+    if not isinstance(scalar, str):
+        raise OptionsError(key, scalar, reason="must be a string")
+    return scalar
+
+
+def _id_list(key: str, value: object) -> tuple[str, ...]:
+    items: Sequence[object] = value if isinstance(value, (list, tuple)) else (value,)
+    if len(items) > _MAX_MOUNTS:
+        raise OptionsError(key, value, reason="has too many entries")
+    result: list[str] = []
+    for item in items:
+        text = _text(key, item)
+        if text and text not in result:
+            result.append(text)
+    return tuple(result)
+
+
+def _checked_request(request: object) -> Mapping[str, object]:
+    if not isinstance(request, Mapping):
+        raise OptionsError("request", request, reason="must be a mapping of request keys")
+    for key in request:
+        if not isinstance(key, str) or key not in REQUEST_KEYS:
+            raise OptionsError(
+                str(key)[:40], request[key], REQUEST_KEYS, reason="is not a request key"
+            )
+    return request
+
+
+class _Resolver:
+    """One resolution; a class only to keep the user and the request at hand."""
+
+    def __init__(self, profiles: ProfileSet, user: UserContext, request: Mapping[str, object]):
+        self.profiles = profiles
+        self.instance = profiles.instance
+        self.user = user
+        self.request = request
+
+    def open(self, groups: Sequence[str]) -> bool:
+        return granted(groups, self.user, self.instance)
+
+    def profile(self) -> Profile:
+        allowed = [p for p in self.profiles.profiles if self.open(p.groups)]
+        if "profile" not in self.request:
+            default = self.profiles.default_profile
+            if default in allowed:
+                return default
+            if allowed:
+                return allowed[0]
+            raise OptionsError(
+                "profile",
+                None,
+                reason="cannot be chosen: no profile of this hub is open to your groups",
+            )
+        slug = _text("profile", self.request["profile"])
+        chosen = self.profiles.profile(slug)
+        if chosen is None or chosen not in allowed:
+            raise OptionsError("profile", slug, [p.slug for p in allowed])
+        return chosen
+
+    def image(self, profile: Profile) -> tuple[str, str]:
+        option = profile.image
+        if "image" not in self.request:
+            choice = option.default_choice()
+            return choice.image, choice.id
+        wanted = _text("image", self.request["image"])
+        allowed = [c for c in option.choices if self.open(c.groups)]
+        for choice in allowed:
+            if choice.id == wanted:
+                return choice.image, choice.id
+        custom = option.custom
+        names = [c.id for c in allowed]
+        if custom is not None and self.open(custom.groups):
+            if custom.matches(wanted) and _is_image_reference(wanted):
+                return wanted, CUSTOM_IMAGE
+            hint = custom.message or f"a custom image must match {custom.pattern!r} as a whole"
+            raise OptionsError("image", wanted, names, reason=f"is not allowed ({hint})")
+        raise OptionsError("image", wanted, names)
+
+    def gpu(self, profile: Profile) -> tuple[GpuChoice, ResolvedGpu | None]:
+        option = profile.gpu
+        allowed = [c for c in option.choices if self.open(c.groups)]
+        if "gpu" in self.request:
+            wanted = _text("gpu", self.request["gpu"])
+            choice = next((c for c in allowed if c.id == wanted), None)
+            if choice is None:
+                raise OptionsError("gpu", wanted, [c.id for c in allowed])
+        else:
+            choice = option.default_choice()
+        count = self.gpu_count(choice)
+        if choice.id == NO_GPU:
+            return choice, None
+        gpu_type = self.instance.gpu_types[choice.id]
+        return choice, ResolvedGpu(
+            id=choice.id,
+            display_name=gpu_type.display_name,
+            resource=gpu_type.resource,
+            count=count,
+            node_selector=tuple(sorted(gpu_type.node_selector.items())),
+            tolerations=gpu_type.tolerations,
+        )
+
+    def gpu_count(self, choice: GpuChoice) -> int:
+        if choice.id == NO_GPU:
+            allowed_counts = ["0"]
+            default = 0
+        else:
+            allowed_counts = [str(n) for n in range(1, choice.max_count + 1)]
+            default = 1
+        if "gpu_count" not in self.request:
+            return default
+        raw = _scalar("gpu_count", self.request["gpu_count"])
+        text = str(raw) if not isinstance(raw, float) or raw != int(raw) else str(int(raw))
+        if text not in allowed_counts:
+            raise OptionsError("gpu_count", raw, allowed_counts)
+        return int(text)
+
+    def quantity(
+        self, key: Literal["cpu", "memory"], option: CpuOption | MemoryOption
+    ) -> tuple[int, int]:
+        """(limit, guarantee) for CPU or memory."""
+        fmt = format_cpu if key == "cpu" else format_memory
+        allowed = [c.value for c in option.choices if self.open(c.groups)]
+        if key in self.request:
+            raw = _scalar(key, self.request[key])
+            try:
+                value = parse_cpu(raw) if key == "cpu" else parse_memory(raw)
+            except ValueError:
+                value = -1
+            if value not in allowed:
+                raise OptionsError(key, raw, [fmt(v) for v in allowed])
+        else:
+            value = option.default_choice().value
+        guarantee = value if option.guarantee is None else min(option.guarantee, value)
+        return value, guarantee
+
+    def home(self, profile: Profile) -> ResolvedHome | None:
+        home = profile.home
+        if home is None:
+            if "home" in self.request:
+                raise OptionsError(
+                    "home",
+                    self.request["home"],
+                    reason="cannot be chosen: this profile has no persistent home",
+                )
+            return None
+        allowed = {"never": ["keep"], "allowed": ["keep", "reset"], "always": ["reset"]}[home.reset]
+        wanted = _text("home", self.request["home"]) if "home" in self.request else allowed[0]
+        if wanted not in allowed:
+            raise OptionsError("home", wanted, allowed)
+        return ResolvedHome(
+            size=home.size,
+            storage_class=home.storage_class,
+            mount_path=home.mount_path,
+            access_modes=home.access_modes,
+            ephemeral=home.reset == "always",
+            reset=wanted == "reset" and home.reset == "allowed",
+        )
+
+    def mounts(self, profile: Profile) -> tuple[ResolvedMount, ...]:
+        allowed = [m for m in profile.mounts if self.open(m.groups)]
+        optional = [m.id for m in allowed if m.optional]
+        if "mounts" in self.request:
+            wanted = _id_list("mounts", self.request["mounts"])
+            known = {m.id for m in allowed}
+            for mount_id in wanted:
+                if mount_id not in known:
+                    raise OptionsError("mounts", mount_id, optional)
+        else:
+            wanted = tuple(m.id for m in allowed if m.optional and m.default)
+        return tuple(
+            ResolvedMount(
+                id=m.id,
+                mount_path=m.mount_path,
+                read_only=m.read_only,
+                sub_path=m.sub_path,
+                source=_source(m.pvc, m.nfs, m.csi),
+            )
+            for m in allowed
+            if not m.optional or m.id in wanted
+        )
+
+    def resolve(self) -> ResolvedOptions:
+        profile = self.profile()
+        image, image_choice = self.image(profile)
+        gpu_choice, gpu = self.gpu(profile)
+        cpu_limit, cpu_guarantee = self.quantity("cpu", gpu_choice.cpu or profile.cpu)
+        memory_limit, memory_guarantee = self.quantity(
+            "memory", gpu_choice.memory or profile.memory
+        )
+        return ResolvedOptions(
+            instance=self.instance.name,
+            profile=profile.slug,
+            profile_display_name=profile.display_name,
+            image=image,
+            image_choice=image_choice,
+            cpu_limit=cpu_limit,
+            cpu_guarantee=cpu_guarantee,
+            memory_limit=memory_limit,
+            memory_guarantee=memory_guarantee,
+            gpu=gpu,
+            home=self.home(profile),
+            mounts=self.mounts(profile),
+            env=tuple(sorted(profile.env.items())),
+            default_url=profile.default_url,
+            node_selector=tuple(sorted(profile.node_selector.items())),
+            tolerations=profile.tolerations,
+            pod_security=self.instance.pod_security,
+        )
+
+
+def _source(
+    *sources: PvcSource | NfsSource | CsiSource | None,
+) -> PvcSource | NfsSource | CsiSource:
+    return next(s for s in sources if s is not None)
+
+
+def _is_image_reference(text: str) -> bool:
+    return len(text) <= 255 and IMAGE_REFERENCE.fullmatch(text) is not None
+
+
+def resolve_options(profiles: ProfileSet, user: UserContext, request: object) -> ResolvedOptions:
+    """Resolve a request (form fields or REST ``user_options``) for ``user``.
+
+    Missing keys take the profile's defaults; a missing ``profile`` takes the instance's default
+    profile (or, when the user's groups do not admit it, the first profile they do admit), whose
+    rules apply in full. Raises :class:`OptionsError` for anything not allowed.
+    """
+    return _Resolver(profiles, user, _checked_request(request)).resolve()
