@@ -177,10 +177,6 @@ class _Strict(BaseModel):
 
 
 def _ids_unique(items: tuple[Any, ...], what: str) -> None:
-    # Checked here rather than with min_length, which pydantic also reports when an element is
-    # invalid, doubling the message.
-    if not items:
-        raise ValueError(f"at least one {what} choice is needed")
     seen: set[str] = set()
     for item in items:
         if item.id in seen:
@@ -190,6 +186,10 @@ def _ids_unique(items: tuple[Any, ...], what: str) -> None:
 
 def _default_is_open(option: Any, what: str) -> None:
     """The default of an option must exist and be open to everyone admitted to the profile."""
+    # Emptiness is checked here rather than with min_length, which pydantic also reports when an
+    # element is invalid, doubling the message.
+    if not option.choices:
+        raise ValueError(f"at least one {what} choice is needed")
     ids = [c.id for c in option.choices]
     if option.default is not None and option.default not in ids:
         raise ValueError(f"default {option.default!r} is not one of the {what} choices: {ids}")
@@ -318,6 +318,8 @@ class _QuantityOption(_Strict):
 
 
 def _check_quantities(option: CpuOption | MemoryOption, what: str) -> None:
+    if not option.choices:
+        raise ValueError(f"at least one {what} choice is needed")
     _ids_unique(option.choices, what)
     if option.guarantee is not None and option.guarantee > min(c.value for c in option.choices):
         raise ValueError(

@@ -1,0 +1,1 @@
+"""The Kubernetes backend (placeholder until written)."""

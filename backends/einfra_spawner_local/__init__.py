@@ -1,0 +1,1 @@
+"""The local backend: single-user servers as local processes (placeholder until written)."""

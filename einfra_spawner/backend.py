@@ -1,0 +1,143 @@
+"""The backend plug-in point: a :class:`Backend` protocol and discovery by entry point.
+
+A backend receives finished work (the resolved options and the rendered manifests) and does the
+I/O: it starts, watches and stops single-user servers. It never reads profile files and never
+resolves options. Backends are found by name in the entry-point group ``einfra_spawner.backends``
+(``c.EInfraSpawner.backend = "kubernetes"``); the in-tree ones under ``backends/`` register
+exactly as a third-party backend would, and this module imports none of them.
+
+One backend object serves every spawner of a hub process (it may hold shared watches and
+caches); per-server facts travel in the JSON-serialisable ``state`` mapping that the spawner
+persists through JupyterHub's ``get_state``/``load_state``, so a restarted hub finds its servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import EInfraError
+from .models import GpuType
+from .render import Manifests, ServerIdentity, SingleUser
+from .resolve import ResolvedOptions
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Backend",
+    "BackendFactory",
+    "Endpoint",
+    "GpuCapacity",
+    "ProgressEvent",
+    "StartRequest",
+    "Started",
+    "available_backends",
+    "load_backend_class",
+]
+
+ENTRY_POINT_GROUP = "einfra_spawner.backends"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRequest:
+    """Everything a backend needs to start one server.
+
+    ``options.home.reset`` is true only when the user asked, in this very request, for an empty
+    home: a backend resets the home then and only then, after any earlier server is gone.
+    """
+
+    identity: ServerIdentity
+    options: ResolvedOptions
+    manifests: Manifests
+    single_user: SingleUser
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the started server listens."""
+
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The result of a start: the endpoint and the state to persist for later calls."""
+
+    endpoint: Endpoint
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """One step of a start, in plain words, for JupyterHub's progress bar (``progress`` 0-100)."""
+
+    message: str
+    progress: int | None = None
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GpuCapacity:
+    """How many GPUs (or slices) of one type are free right now, of how many in all."""
+
+    gpu: str
+    free: int
+    total: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend provides. All methods are safe to call concurrently for different
+    servers; ``state`` is what ``start`` returned (or ``{}`` for a server never started)."""
+
+    async def start(self, request: StartRequest) -> Started:
+        """Start the server (resetting its home first when asked); raise ``BackendError`` with a
+        message for the user when it cannot start. Nothing may be left running on failure."""
+        ...
+
+    async def stop(self, identity: ServerIdentity, state: Mapping[str, Any]) -> None:
+        """Stop the server and wait until it is gone. Stopping a server that is gone is fine."""
+        ...
+
+    async def poll(self, identity: ServerIdentity, state: Mapping[str, Any]) -> int | None:
+        """``None`` while the server runs; otherwise its exit status (0 when unknown)."""
+        ...
+
+    def progress(
+        self, identity: ServerIdentity, state: Mapping[str, Any]
+    ) -> AsyncIterator[ProgressEvent]:
+        """The steps of the start in progress, ending when the start ends."""
+        ...
+
+    async def gpu_capacity(self, gpu_types: Mapping[str, GpuType]) -> dict[str, GpuCapacity]:
+        """Free and total GPUs of each given type; ``{}`` when the backend cannot tell."""
+        ...
+
+    async def close(self) -> None:
+        """Release shared resources (watches, clients); servers keep running."""
+        ...
+
+
+class BackendFactory(Protocol):
+    """A backend class: built once per hub process with the hub's traitlets config and logger."""
+
+    def __call__(self, *, config: Any, log: Any) -> Backend: ...
+
+
+def available_backends() -> list[str]:
+    """The names of every installed backend."""
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_backend_class(name: str) -> BackendFactory:
+    """The backend class registered as ``name``; ``EInfraError`` lists the installed ones."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            loaded: BackendFactory = ep.load()
+            return loaded
+    raise EInfraError(
+        f"no backend named {name!r}; installed backends: {', '.join(available_backends()) or 'none'}"
+    )
