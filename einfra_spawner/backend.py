@@ -106,9 +106,7 @@ class Backend(Protocol):
         """``None`` while the server runs; otherwise its exit status (0 when unknown)."""
         ...
 
-    def progress(
-        self, identity: ServerIdentity, state: Mapping[str, Any]
-    ) -> AsyncIterator[ProgressEvent]:
+    def progress(self, identity: ServerIdentity, state: Mapping[str, Any]) -> AsyncIterator[ProgressEvent]:
         """The steps of the start in progress, ending when the start ends."""
         ...
 

@@ -53,9 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--group", action="append", default=[], metavar="G")
     render.add_argument("--admin", action="store_true")
     render.add_argument("--namespace", default="default")
-    render.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="a request key"
-    )
+    render.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a request key")
     render.add_argument("--format", choices=("yaml", "json"), default="yaml")
     commands.add_parser("schema", help="print the JSON Schema of profile files")
     return parser
@@ -80,9 +78,7 @@ def _render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"einfra-spawner: refused: {exc}", file=err)
         return 2
     identity = ServerIdentity(user=args.user, server=args.server, namespace=args.namespace)
-    single_user = SingleUser(
-        env=(("JUPYTERHUB_USER", args.user), ("JUPYTERHUB_SERVER_NAME", args.server))
-    )
+    single_user = SingleUser(env=(("JUPYTERHUB_USER", args.user), ("JUPYTERHUB_SERVER_NAME", args.server)))
     objects = render_manifests(options, identity, single_user).objects()
     if args.format == "json":
         out.write(json.dumps(objects, indent=2, ensure_ascii=False) + "\n")

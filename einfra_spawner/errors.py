@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BackendError", "EInfraError", "OptionsError", "ProfileError", "Problem"]
+__all__ = ["BackendError", "EInfraError", "OptionsError", "Problem", "ProfileError"]
 
 # User-controlled values end up in messages; a hostile value must not flood a page or a log line.
 _MAX_VALUE_CHARS = 80

@@ -32,6 +32,7 @@ from .names import is_label_value
 from .quantities import parse_cpu, parse_memory
 
 __all__ = [
+    "IMAGE_REFERENCE",
     "NO_GPU",
     "CpuChoice",
     "CpuOption",
@@ -54,7 +55,6 @@ __all__ = [
     "PvcSource",
     "Quotas",
     "Toleration",
-    "IMAGE_REFERENCE",
 ]
 
 #: The GPU choice id that means "no GPU".
@@ -72,10 +72,14 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _ABS_PATH = re.compile(r"/[^\x00]*")
 
 #: A container image reference (registry/path:tag@digest), full-matched and at most 255 characters.
+_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+#: A container image reference (registry/path:tag@digest), full-matched and at most 255
+#: characters. As in Docker, a first component is a registry only with a '.', a port or
+#: "localhost"; the path is lower case.
 IMAGE_REFERENCE = re.compile(
-    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    r"(?::[0-9]+)?/)?"
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    rf"(?:(?:localhost|{_HOST}(?:\.{_HOST})+|{_HOST}(?=:[0-9]))(?::[0-9]+)?/)?"
+    rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
 )
 
@@ -480,9 +484,7 @@ class HomeOption(_Strict):
     empty home when starting); ``always`` (a fresh home at every start, as for a course)."""
 
     size: Bytes
-    storage_class: (
-        Annotated[StrictStr, _full(_DNS_SUBDOMAIN, "a storage class name", 253)] | None
-    ) = None
+    storage_class: Annotated[StrictStr, _full(_DNS_SUBDOMAIN, "a storage class name", 253)] | None = None
     mount_path: AbsPath = "/home/jovyan"
     access_modes: tuple[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"], ...] = (
         "ReadWriteOnce",
@@ -570,9 +572,7 @@ class Profile(_Strict):
     home: HomeOption | None = None
     mounts: tuple[Mount, ...] = ()
     env: dict[EnvName, StrictStr] = {}
-    default_url: Annotated[StrictStr, _full(_ABS_PATH, "a path starting with '/'", 1000)] | None = (
-        None
-    )
+    default_url: Annotated[StrictStr, _full(_ABS_PATH, "a path starting with '/'", 1000)] | None = None
     node_selector: dict[StrictStr, StrictStr] = {}
     tolerations: tuple[Toleration, ...] = ()
 

@@ -19,11 +19,11 @@ import unicodedata
 
 __all__ = [
     "DNS1123_LABEL",
+    "ServerNames",
     "dns_label",
     "is_dns1123_label",
     "is_label_value",
     "server_names",
-    "ServerNames",
 ]
 
 DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")

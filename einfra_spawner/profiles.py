@@ -43,9 +43,7 @@ class ProfileSet:
     _by_slug: Mapping[str, Profile] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "_by_slug", types.MappingProxyType({p.slug: p for p in self.profiles})
-        )
+        object.__setattr__(self, "_by_slug", types.MappingProxyType({p.slug: p for p in self.profiles}))
 
     def profile(self, slug: str) -> Profile | None:
         """The profile called ``slug``, or ``None``."""
@@ -66,18 +64,16 @@ def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode
     loader.flatten_mapping(node)
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        result[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        result[key] = loader.construct_object(value_node, deep=True)
     return result
 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _mapping_without_duplicates,  # type: ignore[arg-type]
+    _mapping_without_duplicates,
 )
 
 
@@ -135,7 +131,7 @@ def _problems_from(name: str, model: type[BaseModel], error: ValidationError) ->
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        value = describe_value(item.get("input"))
+        value: str | None = describe_value(item.get("input"))
         if item["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             allowed = sorted(f.alias or k for k, f in parent.model_fields.items()) if parent else []
@@ -153,9 +149,7 @@ def _validate(name: str, model: type[BaseModel], data: Any, problems: list[Probl
     if data is _UNREADABLE:
         return None
     if not isinstance(data, dict):
-        problems.append(
-            Problem(name, "", "the file must hold a mapping of keys", describe_value(data))
-        )
+        problems.append(Problem(name, "", "the file must hold a mapping of keys", describe_value(data)))
         return None
     try:
         return model.model_validate(data)
@@ -164,16 +158,12 @@ def _validate(name: str, model: type[BaseModel], data: Any, problems: list[Probl
         return None
 
 
-def _cross_check(
-    instance: Instance, profiles: list[tuple[str, Profile]], problems: list[Problem]
-) -> None:
+def _cross_check(instance: Instance, profiles: list[tuple[str, Profile]], problems: list[Problem]) -> None:
     """What no single file can check: names across files, GPU types, prices."""
     seen: dict[str, str] = {}
     for name, profile in profiles:
         if profile.slug in seen:
-            problems.append(
-                Problem(name, "slug", f"slug is used by {seen[profile.slug]} too", profile.slug)
-            )
+            problems.append(Problem(name, "slug", f"slug is used by {seen[profile.slug]} too", profile.slug))
         seen.setdefault(profile.slug, name)
         for index, choice in enumerate(profile.gpu.choices):
             if choice.id != NO_GPU and choice.id not in instance.gpu_types:
@@ -227,9 +217,7 @@ def parse_profile_set(files: Mapping[str, str], source: str = "") -> ProfileSet:
         names = list(instance.profiles)
         for index, name in enumerate(names):
             if name not in files:
-                problems.append(
-                    Problem(INSTANCE_FILE, f"profiles[{index}]", "no such file", repr(name))
-                )
+                problems.append(Problem(INSTANCE_FILE, f"profiles[{index}]", "no such file", repr(name)))
     else:
         names = sorted(n for n in files if n != INSTANCE_FILE)
     profiles: list[tuple[str, Profile]] = []
@@ -272,9 +260,7 @@ def load_profiles(folder: str | Path) -> ProfileSet:
     except ProfileError as exc:
         raise ProfileError(
             [
-                Problem(
-                    str(path / p.file) if p.file in files else p.file, p.path, p.message, p.value
-                )
+                Problem(str(path / p.file) if p.file in files else p.file, p.path, p.message, p.value)
                 for p in exc.problems
             ]
         ) from None

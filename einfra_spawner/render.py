@@ -124,7 +124,7 @@ def _resources(options: ResolvedOptions) -> dict[str, dict[str, str]]:
 
 
 def _toleration(toleration: Toleration) -> dict[str, str]:
-    rendered = {"operator": toleration.operator}
+    rendered: dict[str, str] = {"operator": toleration.operator}
     if toleration.key is not None:
         rendered["key"] = toleration.key
     if toleration.value is not None:
@@ -187,9 +187,7 @@ def _volumes(
                 }
             )
         else:
-            volumes.append(
-                {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": names.home}}
-            )
+            volumes.append({"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": names.home}})
         mounts.append({"name": HOME_VOLUME, "mountPath": home.mount_path})
     for mount in options.mounts:
         volumes.append(_mount_volume(mount, names))
@@ -278,9 +276,7 @@ def render_manifests(
     tolerations = [_toleration(t) for t in options.tolerations]
     if options.gpu is not None:
         node_selector.update(options.gpu.node_selector)
-        tolerations += [
-            _toleration(t) for t in options.gpu.tolerations if t not in options.tolerations
-        ]
+        tolerations += [_toleration(t) for t in options.gpu.tolerations if t not in options.tolerations]
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -309,8 +305,7 @@ def render_manifests(
     secrets = tuple(
         name
         for mount in options.mounts
-        if isinstance(mount.source, CsiSource)
-        and (name := secret_name(mount.source, names)) is not None
+        if isinstance(mount.source, CsiSource) and (name := secret_name(mount.source, names)) is not None
     )
     return Manifests(
         pod=pod,

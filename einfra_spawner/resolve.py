@@ -188,9 +188,7 @@ def _checked_request(request: object) -> Mapping[str, object]:
         raise OptionsError("request", request, reason="must be a mapping of request keys")
     for key in request:
         if not isinstance(key, str) or key not in REQUEST_KEYS:
-            raise OptionsError(
-                str(key)[:40], request[key], REQUEST_KEYS, reason="is not a request key"
-            )
+            raise OptionsError(str(key)[:40], request[key], REQUEST_KEYS, reason="is not a request key")
     return request
 
 
@@ -282,9 +280,7 @@ class _Resolver:
             raise OptionsError("gpu_count", raw, allowed_counts)
         return int(text)
 
-    def quantity(
-        self, key: Literal["cpu", "memory"], option: CpuOption | MemoryOption
-    ) -> tuple[int, int]:
+    def quantity(self, key: Literal["cpu", "memory"], option: CpuOption | MemoryOption) -> tuple[int, int]:
         """(limit, guarantee) for CPU or memory."""
         fmt = format_cpu if key == "cpu" else format_memory
         allowed = [c.value for c in option.choices if self.open(c.groups)]
@@ -352,9 +348,7 @@ class _Resolver:
         image, image_choice = self.image(profile)
         gpu_choice, gpu = self.gpu(profile)
         cpu_limit, cpu_guarantee = self.quantity("cpu", gpu_choice.cpu or profile.cpu)
-        memory_limit, memory_guarantee = self.quantity(
-            "memory", gpu_choice.memory or profile.memory
-        )
+        memory_limit, memory_guarantee = self.quantity("memory", gpu_choice.memory or profile.memory)
         return ResolvedOptions(
             instance=self.instance.name,
             profile=profile.slug,

@@ -1,0 +1,22 @@
+"""Shared test configuration: every async test must leave no task running behind it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running (a task nobody cancels is a leak in a hub)."""
+    before = asyncio.all_tasks()
+    yield
+    for _ in range(3):  # let tasks that were just cancelled finish their cleanup
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    for task in leaked:
+        task.cancel()
+    assert not leaked, f"tasks left running: {[t.get_coro() for t in leaked]}"
