@@ -34,7 +34,8 @@ def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:
     assert status == 1 and out == ""
     lines = err.splitlines()
     assert lines == [
-        f"{tmp_path / 'instance.yaml'}: servers_per_user: Input should be greater than or equal to 1 (found 0)",
+        f"{tmp_path / 'instance.yaml'}: servers_per_user: "
+        "Input should be greater than or equal to 1 (found 0)",
         f"{tmp_path / 'p.yaml'}: memory: Field required",
     ]
 

@@ -141,7 +141,8 @@ def test_every_problem_is_reported_with_file_path_and_value() -> None:
         ("cpu: {choices: [1, 2], guarantee: 4}", "the cpu guarantee is larger than the smallest"),
         ("memory: {choices: [2Gi, 2048Mi]}", "memory id '2147483648' is given twice"),
         (
-            "home: {size: 1Gi, mount_path: /data}\nmounts: [{id: d, mount_path: /data, pvc: {claim_name: d}}]",
+            "home: {size: 1Gi, mount_path: /data}\n"
+            "mounts: [{id: d, mount_path: /data, pvc: {claim_name: d}}]",
             "two volumes are mounted at '/data'",
         ),
         ("mounts: [{id: d, mount_path: /d}]", "a mount needs exactly one of pvc, nfs or csi"),
