@@ -1,0 +1,182 @@
+"""One shared list+watch per (kind, namespace): the backend's only source of cluster state.
+
+An ``Informer`` lists once, then watches from the list's resourceVersion, keeping a cache of raw
+objects and calling its subscribers for every change. It resumes from the last resourceVersion it
+saw (bookmarks move it forward without any object), lists again only on 410 Gone, backs off on
+errors, and never raises into the hub: a broken API server delays news, it does not end the hub.
+Waiters (a start waiting for its pod to run, a stop waiting for it to go) subscribe to one object
+name and are woken by events, never by a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from ._api import ApiError, KubeApi
+
+__all__ = ["Informer", "Listener"]
+
+#: Called with (event type, object): ADDED, MODIFIED, DELETED, or SYNCED after a (re)list.
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+def object_key(obj: dict[str, Any]) -> str:
+    """``namespace/name`` of an object (``name`` for cluster-scoped ones)."""
+    metadata = obj.get("metadata") or {}
+    namespace = metadata.get("namespace")
+    return f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
+
+
+class Informer:
+    """The cache and the watch of one kind in one namespace (``None``: all namespaces)."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        resource: str,
+        namespace: str | None,
+        log: logging.Logger,
+        *,
+        selectors: dict[str, str] | None = None,
+        index: Callable[[dict[str, Any]], str] = object_key,
+        watch_timeout: int = 300,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.api = api
+        self.resource = resource
+        self.namespace = namespace
+        self.selectors = selectors or {}
+        # Subscribers are found by this key: the object's own for pods, the involved object's
+        # for events, so N waiting spawns cost one dict lookup per event, not N calls.
+        self.index = index
+        self.log = log
+        self.watch_timeout = watch_timeout
+        self.max_backoff = max_backoff
+        self.cache: dict[str, dict[str, Any]] = {}
+        self.resource_version = ""
+        self.synced = asyncio.Event()
+        self.relists = 0
+        self._listeners: dict[str, list[Listener]] = {}
+        self._everything: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+
+    # --- subscriptions -------------------------------------------------------------------------
+
+    def subscribe(self, key: str | None, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for each change of the objects indexed ``key`` (all when ``None``).
+        Returns the function that unsubscribes."""
+        listeners = self._everything if key is None else self._listeners.setdefault(key, [])
+        listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in listeners:
+                listeners.remove(listener)
+            if key is not None and not listeners:
+                self._listeners.pop(key, None)
+
+        return unsubscribe
+
+    def _emit(self, kind: str, obj: dict[str, Any]) -> None:
+        key = self.index(obj)
+        for listener in (*self._listeners.get(key, ()), *self._everything):
+            try:
+                listener(kind, obj)
+            except Exception:  # a broken listener must not stop the watch for everyone
+                self.log.exception("listener for %s %s failed", self.resource, key)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start listing and watching (once); ``synced`` is set after the first list."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"informer-{self.resource}-{self.namespace}")
+
+    async def wait_synced(self) -> None:
+        self.start()
+        await self.synced.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _list(self) -> None:
+        body = await self.api.list(self.resource, self.namespace, **self.selectors)
+        fresh = {object_key(o): o for o in body.get("items") or []}
+        for key, obj in self.cache.items():
+            if key not in fresh:  # gone while we were not watching
+                self._emit("DELETED", obj)
+        old = self.cache
+        self.cache = fresh
+        for key, obj in fresh.items():
+            if old.get(key) != obj:
+                self._emit("ADDED" if key not in old else "MODIFIED", obj)
+        self.resource_version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        self.relists += 1
+        self.synced.set()
+
+    def _apply(self, event: dict[str, Any]) -> bool:
+        """Apply one watch event; False when the watch must list again (410 Gone)."""
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                return False
+            raise ApiError(int(obj.get("code") or 500), obj, f"watch {self.resource}")
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self.resource_version = str(version)
+        if kind == "BOOKMARK":
+            return True
+        key = object_key(obj)
+        if kind == "DELETED":
+            self.cache.pop(key, None)
+        elif kind in ("ADDED", "MODIFIED"):
+            self.cache[key] = obj
+        else:
+            return True
+        self._emit(str(kind), obj)
+        return True
+
+    async def _run(self) -> None:
+        failures = 0
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._list()
+                    need_list = False
+                async for event in self.api.watch(
+                    self.resource, self.namespace, self.resource_version, self.watch_timeout, **self.selectors
+                ):
+                    if not self._apply(event):
+                        self.log.info(
+                            "%s watch: resourceVersion %s expired, listing again",
+                            self.resource,
+                            self.resource_version,
+                        )
+                        need_list = True
+                        break
+                    failures = 0
+                # A watch that ends without an error is normal (server time-out): resume at once.
+            except asyncio.CancelledError:
+                raise
+            except ApiError as error:
+                if error.status == 410:
+                    need_list = True
+                    continue
+                failures += 1
+                self.log.warning("%s watch failed (%s); retrying", self.resource, error)
+            except Exception as error:  # never end the hub: log, back off, resume
+                failures += 1
+                self.log.warning("%s watch broke (%r); retrying", self.resource, error)
+            if failures:
+                delay = min(self.max_backoff, 0.05 * 2 ** min(failures, 10))
+                await asyncio.sleep(delay / 2 + random.random() * delay / 2)  # noqa: S311

@@ -1,0 +1,641 @@
+"""The Kubernetes backend: submits rendered manifests with kubernetes-asyncio, learns from watches.
+
+Per hub process there is one ``KubernetesBackend`` and, per (kind, namespace), one shared
+list+watch (:class:`~._informer.Informer`) for pods and their events (nodes too, once GPU
+capacity is asked for). A start writes (at most a namespace, a PVC and a pod) and then waits on
+an asyncio future that the watch resolves: no reads, no timers on the normal path. States that
+waiting will not fix (no free GPU, an image that cannot be pulled, a crash, a missing secret)
+fail the spawn at once with a plain-language reason, and the pod is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from traitlets import Bool, Float, Int, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from einfra_spawner import BackendError, ServerIdentity, ServerNames
+from einfra_spawner.backend import Endpoint, GpuCapacity, ProgressEvent, Started, StartRequest
+from einfra_spawner.models import GpuType
+from einfra_spawner.names import dns_label
+from einfra_spawner.render import LABEL_SERVER, LABEL_SPEC_HASH, LABEL_USER
+from einfra_spawner.resolve import ResolvedOptions
+
+from ._api import ApiError, KubeApi, RetryPolicy
+from ._capacity import gpu_capacity
+from ._explain import failure_from_event, failure_from_pod, pod_is_ready, progress_from_event
+from ._informer import Informer, object_key
+
+__all__ = ["KubernetesBackend"]
+
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_MANAGED = "app.kubernetes.io/managed-by=einfra-spawner"
+
+
+def _involved_key(event: dict[str, Any]) -> str:
+    involved = event.get("involvedObject") or {}
+    namespace = involved.get("namespace") or (event.get("metadata") or {}).get("namespace")
+    return f"{namespace}/{involved.get('name')}"
+
+
+class _Progress:
+    """The steps of one start, readable by any number of progress streams."""
+
+    def __init__(self) -> None:
+        self.events: list[ProgressEvent] = []
+        self.done = False
+        self.changed = asyncio.Event()
+
+    def add(self, event: ProgressEvent | None) -> None:
+        if event is not None and not self.done:
+            self.events.append(event)
+            self.changed.set()
+
+    def finish(self) -> None:
+        self.done = True
+        self.changed.set()
+
+    async def stream(self) -> AsyncIterator[ProgressEvent]:
+        seen = 0
+        while True:
+            while seen < len(self.events):
+                seen += 1
+                yield self.events[seen - 1]
+            if self.done:
+                return
+            self.changed.clear()
+            await self.changed.wait()
+
+
+class KubernetesBackend(LoggingConfigurable):
+    """Runs each single-user server as a pod; see ``docs/backends/kubernetes.md``."""
+
+    supports_images = True
+    #: Resetting a home on Kubernetes deletes its volume (after the user asked, in that request).
+    reset_keeps_old_home = False
+
+    namespace = Unicode(
+        help="""Namespace of the single-user pods and their home volumes.
+
+        Default: the hub's own namespace when it runs in a pod, else ``default``. Ignored for
+        pods when ``user_namespaces`` is on.
+        """,
+    ).tag(config=True)
+
+    @default("namespace")
+    def _default_namespace(self) -> str:
+        with contextlib.suppress(OSError):
+            return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+        return "default"
+
+    user_namespaces = Bool(
+        False,
+        help="""Give every user a namespace of their own (created on first start).
+
+        Its name is ``user_namespace_prefix``, the user's name folded to DNS characters and a
+        digest of the exact name. Needs the cluster-level RBAC in ``docs/``. Default: off.
+        """,
+    ).tag(config=True)
+
+    user_namespace_prefix = Unicode(
+        "jupyter",
+        help="Prefix of per-user namespace names (a short DNS label). Default: ``jupyter``.",
+    ).tag(config=True)
+
+    kubeconfig = Unicode(
+        None,
+        allow_none=True,
+        help="""Path of a kubeconfig file to reach the cluster.
+
+        Default (``None``): the in-cluster service account when the hub runs in a pod, else the
+        usual kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``).
+        """,
+    ).tag(config=True)
+
+    kube_context = Unicode(
+        None, allow_none=True, help="Context of the kubeconfig to use. Default: its current context."
+    ).tag(config=True)
+
+    api_url = Unicode(
+        None,
+        allow_none=True,
+        help="""URL of the Kubernetes API server, without credentials (for test harnesses).
+
+        When set it wins over ``kubeconfig``. Default: ``None``.
+        """,
+    ).tag(config=True)
+
+    request_timeout = Float(
+        10.0, help="Seconds one API request may take before it is retried. Default: 10."
+    ).tag(config=True)
+
+    request_attempts = Int(
+        6,
+        help="""Attempts per API request on 429, 5xx, time-outs and dropped connections.
+
+        Retries back off exponentially (50 ms doubling, at most 2 s, or the server's
+        Retry-After). Default: 6.
+        """,
+    ).tag(config=True)
+
+    delete_grace_seconds = Int(
+        10, help="Seconds a stopping server gets to save its work before it is killed. Default: 10."
+    ).tag(config=True)
+
+    stop_timeout = Float(
+        60.0, help="Seconds to wait for a deleted pod to be gone before giving up. Default: 60."
+    ).tag(config=True)
+
+    unschedulable_grace = Float(
+        0.0,
+        help="""Seconds to keep waiting once the scheduler says a pod does not fit anywhere.
+
+        0 (the default) fails the spawn at once with the reason (e.g. no free GPU of that
+        type). Raise it on clusters with a node autoscaler.
+        """,
+    ).tag(config=True)
+
+    watch_timeout = Int(
+        300, help="Seconds one watch request lasts before it is renewed (server side). Default: 300."
+    ).tag(config=True)
+
+    capacity_cache_seconds = Float(
+        5.0, help="Seconds GPU capacity figures are reused before they are computed again. Default: 5."
+    ).tag(config=True)
+
+    capacity_all_namespaces = Bool(
+        False,
+        help="""Count GPUs used by pods in every namespace, not only the hub's (needs cluster-wide
+        read of pods). Turn on when other workloads share the GPU nodes. Default: off.
+        """,
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._api_client: client.ApiClient | None = None
+        self._api: KubeApi | None = None
+        self._lock = asyncio.Lock()
+        self._informers: dict[tuple[str, str | None, bool], Informer] = {}
+        self._progress: dict[str, _Progress] = {}
+        self._capacity: tuple[float, dict[str, GpuCapacity]] | None = None
+        self._gpu_types: Mapping[str, GpuType] = {}
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    async def _client(self) -> KubeApi:
+        if self._api is not None:
+            return self._api
+        async with self._lock:
+            if self._api is None:
+                configuration = client.Configuration()
+                if self.api_url:
+                    configuration.host = self.api_url
+                elif self.kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    await config.load_kube_config(
+                        config_file=self.kubeconfig,
+                        context=self.kube_context,
+                        client_configuration=configuration,
+                    )
+                else:
+                    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                self._api_client = client.ApiClient(configuration)
+                policy = RetryPolicy(timeout=self.request_timeout, attempts=self.request_attempts)
+                self._api = KubeApi(self._api_client, policy, self.log)
+        return self._api
+
+    @property
+    def request_counts(self) -> dict[tuple[str, str], int]:
+        """API requests made so far, by (verb, resource)."""
+        return dict(self._api.counts) if self._api else {}
+
+    async def _informer(self, resource: str, namespace: str | None, *, managed_only: bool = True) -> Informer:
+        """The shared, synced watch of ``resource`` in ``namespace`` (started on first use).
+        Pods are watched by our label unless ``managed_only`` is off (capacity of shared nodes)."""
+        key = (resource, namespace, managed_only)
+        informer = self._informers.get(key)
+        if informer is None:
+            api = await self._client()
+            informer = self._informers.get(key)
+            if informer is None:
+                if resource == "pods" and managed_only:
+                    informer = Informer(
+                        api,
+                        "pods",
+                        namespace,
+                        self.log,
+                        selectors={"label_selector": _MANAGED},
+                        watch_timeout=self.watch_timeout,
+                    )
+                elif resource == "events":
+                    informer = Informer(
+                        api,
+                        "events",
+                        namespace,
+                        self.log,
+                        selectors={"field_selector": "involvedObject.kind=Pod"},
+                        index=_involved_key,
+                        watch_timeout=self.watch_timeout,
+                    )
+                else:
+                    informer = Informer(api, resource, namespace, self.log, watch_timeout=self.watch_timeout)
+                self._informers[key] = informer
+                informer.start()
+        await informer.synced.wait()
+        return informer
+
+    def _namespace(self, identity: ServerIdentity) -> str:
+        if self.user_namespaces:
+            return dns_label(self.user_namespace_prefix, identity.user)
+        return str(self.namespace)
+
+    def _scope(self) -> str | None:
+        """Where the shared pod and event watches look: every namespace with per-user namespaces."""
+        return None if self.user_namespaces else str(self.namespace)
+
+    def namespace_for(self, identity: ServerIdentity) -> str:
+        """The namespace ``identity``'s server runs in (the spawner renders manifests for it)."""
+        return self._namespace(identity)
+
+    def _pod_key(self, identity: ServerIdentity, state: Mapping[str, Any] | None = None) -> tuple[str, str]:
+        state = state or {}
+        namespace = str(state.get("namespace") or self._namespace(identity))
+        name = str(state.get("pod") or ServerNames(identity.user, identity.server).pod)
+        return namespace, name
+
+    # --- start ---------------------------------------------------------------------------------
+
+    async def start(self, request: StartRequest) -> Started:
+        api = await self._client()
+        pod = request.manifests.pod
+        namespace = pod["metadata"]["namespace"]
+        name = pod["metadata"]["name"]
+        key = f"{namespace}/{name}"
+        progress = self._progress[key] = _Progress()
+        state: dict[str, Any] = {
+            k: v for k, v in request.state.items() if k in ("namespace_ready", "home_ready")
+        }
+        state.update(namespace=namespace, pod=name)
+        try:
+            if self.user_namespaces and not state.get("namespace_ready"):
+                await self._ensure_namespace(api, namespace)
+                state["namespace_ready"] = True
+            pods = await self._informer("pods", self._scope())
+            events = await self._informer("events", self._scope())
+            home = request.manifests.home
+            if request.options.home is not None and request.options.home.reset and home is not None:
+                progress.add(ProgressEvent("Emptying your home, as you asked", 5))
+                await self._ensure_gone(api, pods, namespace, name)
+                await self._reset_home(api, namespace, home, request.manifests.names)
+                state["home_ready"] = False
+            if home is not None and not state.get("home_ready"):
+                progress.add(ProgressEvent("Preparing your home volume", 10))
+                try:
+                    await api.create("persistentvolumeclaims", namespace, home)
+                except ApiError as error:
+                    if error.status != 409:
+                        raise
+                state["home_ready"] = True
+            state["home"] = home["metadata"]["name"] if home is not None else None
+            running = await self._create_and_wait(api, pods, events, request, progress)
+        except ApiError as error:
+            raise BackendError(f"The cluster refused to start your server: {error}") from error
+        finally:
+            progress.finish()
+            self._progress.pop(key, None)
+        state["uid"] = running["metadata"].get("uid")
+        port = request.single_user.port
+        progress.add(ProgressEvent("Your server is ready", 100))
+        return Started(Endpoint(running["status"]["podIP"], port), state)
+
+    async def _ensure_namespace(self, api: KubeApi, namespace: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "einfra-spawner"}},
+        }
+        try:
+            await api.create_namespace(body)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+
+    async def _create_and_wait(
+        self, api: KubeApi, pods: Informer, events: Informer, request: StartRequest, progress: _Progress
+    ) -> dict[str, Any]:
+        manifest = request.manifests.pod
+        namespace = manifest["metadata"]["namespace"]
+        name = manifest["metadata"]["name"]
+        key = f"{namespace}/{name}"
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[dict[str, Any]] = loop.create_future()
+        watcher = _StartWatcher(self, request.options, outcome, progress, self.unschedulable_grace)
+        unsubscribe = [pods.subscribe(key, watcher.on_pod), events.subscribe(key, watcher.on_event)]
+        try:
+            for _ in range(3):
+                try:
+                    created = await api.create("pods", namespace, manifest)
+                except ApiError as error:
+                    if error.status != 409:
+                        raise
+                    existing = pods.cache.get(key) or await api.get("pods", namespace, name)
+                    labels = (existing.get("metadata") or {}).get("labels") or {}
+                    if labels.get(LABEL_SPEC_HASH) == request.manifests.spec_hash and not existing[
+                        "metadata"
+                    ].get("deletionTimestamp"):
+                        self.log.info("adopting pod %s left by an earlier start", key)
+                        created = existing
+                    else:
+                        self.log.info("deleting stale pod %s before starting again", key)
+                        progress.add(ProgressEvent("Removing an old copy of your server", 15))
+                        await self._ensure_gone(api, pods, namespace, name)
+                        continue
+                progress.add(ProgressEvent("Your server was submitted to the cluster", 20))
+                watcher.watch_uid(
+                    str(created["metadata"].get("uid")), pods.cache.get(key) or created, events.cache.values()
+                )
+                break
+            else:
+                raise BackendError("Your server could not be created: an old copy of it did not go away.")
+            try:
+                return await outcome
+            except BackendError:
+                await self._remove_quietly(api, pods, namespace, name)
+                raise
+            except asyncio.CancelledError:
+                # The hub gave up (start timeout or shutdown): leave nothing running behind.
+                await asyncio.shield(self._remove_quietly(api, pods, namespace, name))
+                raise
+        finally:
+            watcher.close()
+            for stop_listening in unsubscribe:
+                stop_listening()
+
+    async def _remove_quietly(self, api: KubeApi, pods: Informer, namespace: str, name: str) -> None:
+        try:
+            await api.delete("pods", namespace, name, grace=0)
+        except ApiError as error:
+            if error.status != 404:
+                self.log.warning("could not remove failed pod %s/%s: %s", namespace, name, error)
+                return
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(self._gone(pods, f"{namespace}/{name}"), self.stop_timeout)
+
+    async def _gone(self, pods: Informer, key: str) -> None:
+        """Return once the pod ``key`` is not in the watch cache (woken by its DELETED event)."""
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+
+        def on_pod(kind: str, _: dict[str, Any]) -> None:
+            if kind == "DELETED" and not gone.done():
+                gone.set_result(None)
+
+        unsubscribe = pods.subscribe(key, on_pod)
+        try:
+            if key in pods.cache:
+                await gone
+        finally:
+            unsubscribe()
+
+    async def _ensure_gone(self, api: KubeApi, pods: Informer, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        if key not in pods.cache:
+            return
+        try:
+            await api.delete("pods", namespace, name, grace=self.delete_grace_seconds)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+        await asyncio.wait_for(self._gone(pods, key), self.stop_timeout)
+
+    async def _reset_home(
+        self, api: KubeApi, namespace: str, home: dict[str, Any], names: ServerNames
+    ) -> None:
+        """Delete this server's home PVC — only one whose labels name this user and server."""
+        claim = home["metadata"]["name"]
+        try:
+            existing = await api.get("persistentvolumeclaims", namespace, claim)
+        except ApiError as error:
+            if error.status == 404:
+                return
+            raise
+        labels = (existing.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_USER) != names.user_label or labels.get(LABEL_SERVER) != names.server_label:
+            raise BackendError(
+                f"Your home cannot be reset: the volume {claim!r} is not labelled as this server's home. "
+                "Nothing was deleted; please contact the operators."
+            )
+        try:
+            await api.delete("persistentvolumeclaims", namespace, claim)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+        # The claim lingers until its volume is released; a rare path, so a bounded re-read is fine.
+        deadline = time.monotonic() + self.stop_timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            try:
+                await api.get("persistentvolumeclaims", namespace, claim)
+            except ApiError as error:
+                if error.status == 404:
+                    return
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        raise BackendError("Your old home is still being released; please try again in a minute.")
+
+    # --- stop, poll, progress ----------------------------------------------------------------------
+
+    async def stop(self, identity: ServerIdentity, state: Mapping[str, Any]) -> None:
+        api = await self._client()
+        namespace, name = self._pod_key(identity, state)
+        pods = await self._informer("pods", self._scope())
+        try:
+            await api.delete("pods", namespace, name, grace=self.delete_grace_seconds)
+        except ApiError as error:
+            if error.status != 404:
+                raise BackendError(f"The cluster refused to stop your server: {error}") from error
+        try:
+            await asyncio.wait_for(self._gone(pods, f"{namespace}/{name}"), self.stop_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise BackendError(
+                f"Your server was asked to stop but is still there after {self.stop_timeout:g} s."
+            ) from None
+
+    async def poll(self, identity: ServerIdentity, state: Mapping[str, Any]) -> int | None:
+        if not state.get("pod"):
+            return 0
+        namespace, name = self._pod_key(identity, state)
+        pods = await self._informer("pods", self._scope())
+        pod = pods.cache.get(f"{namespace}/{name}")
+        if pod is None:
+            return 0
+        if state.get("uid") and pod["metadata"].get("uid") != state["uid"]:
+            return 0  # a different pod of the same name: ours is gone
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (container.get("state") or {}).get("terminated")
+                if terminated:
+                    return int(terminated.get("exitCode") or 0) or (1 if phase == "Failed" else 0)
+            return 1 if phase == "Failed" else 0
+        return None
+
+    async def progress(
+        self, identity: ServerIdentity, state: Mapping[str, Any]
+    ) -> AsyncIterator[ProgressEvent]:
+        namespace, name = self._pod_key(identity)
+        current = self._progress.get(f"{namespace}/{name}")
+        if current is None:
+            return
+        async for event in current.stream():
+            yield event
+
+    # --- capacity ---------------------------------------------------------------------------------
+
+    async def gpu_capacity(self, gpu_types: Mapping[str, GpuType]) -> dict[str, GpuCapacity]:
+        if not gpu_types:
+            return {}
+        self._gpu_types = gpu_types
+        now = time.monotonic()
+        if self._capacity is not None and now - self._capacity[0] < self.capacity_cache_seconds:
+            cached = self._capacity[1]
+            if set(cached) >= set(gpu_types):
+                return {k: cached[k] for k in gpu_types}
+        nodes = await self._informer("nodes", None)
+        if self.capacity_all_namespaces:
+            pod_informer = await self._informer("pods", None, managed_only=False)
+        else:
+            pod_informer = await self._informer("pods", self._scope())
+        figures = gpu_capacity(gpu_types, nodes.cache.values(), pod_informer.cache.values())
+        self._capacity = (now, figures)
+        return figures
+
+    async def capacity_of(self, gpu_id: str) -> GpuCapacity | None:
+        """The capacity of one GPU type for a failure message (``None`` when it cannot be read)."""
+        gpu = self._gpu_types.get(gpu_id)
+        if gpu is None:
+            return None
+        try:
+            figures = await asyncio.wait_for(self.gpu_capacity(self._gpu_types), 2.0)
+        except Exception:  # capacity only improves a message; never fail a failure on it
+            return None
+        return figures.get(gpu_id)
+
+    async def close(self) -> None:
+        for informer in self._informers.values():
+            await informer.close()
+        self._informers.clear()
+        if self._api_client is not None:
+            await self._api_client.close()
+            self._api_client = None
+            self._api = None
+
+
+class _StartWatcher:
+    """Turns the updates of one starting pod and its events into progress and one outcome."""
+
+    def __init__(
+        self,
+        backend: KubernetesBackend,
+        options: ResolvedOptions,
+        outcome: asyncio.Future[dict[str, Any]],
+        progress: _Progress,
+        unschedulable_grace: float,
+    ) -> None:
+        self.backend = backend
+        self.options = options
+        self.outcome = outcome
+        self.progress = progress
+        self.grace = unschedulable_grace
+        self.uid: str | None = None
+        self.early: list[tuple[str, str, dict[str, Any]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def watch_uid(self, uid: str, pod: dict[str, Any], events: Any) -> None:
+        """From now on only this pod counts; replay what arrived before its uid was known."""
+        self.uid = uid
+        key = object_key(pod)
+        for event in list(events):
+            if _involved_key(event) == key:
+                self.early.append(("event", "ADDED", event))
+        self.early.append(("pod", "MODIFIED", pod))
+        early, self.early = self.early, []
+        for what, kind, obj in early:
+            (self.on_pod if what == "pod" else self.on_event)(kind, obj)
+
+    def _fail(self, message: str) -> None:
+        if not self.outcome.done():
+            self.progress.add(ProgressEvent(message, None, failed=True))
+            self.outcome.set_exception(BackendError(message))
+
+    def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        if self.outcome.done():
+            return
+        if self.uid is None:
+            self.early.append(("pod", kind, pod))
+            return
+        if pod["metadata"].get("uid") != self.uid:
+            return
+        if kind == "DELETED":
+            self._fail("Your server was removed before it finished starting.")
+        elif pod_is_ready(pod):
+            self.outcome.set_result(pod)
+        else:
+            failure = failure_from_pod(pod, self.options)
+            if failure:
+                self._fail(failure)
+            elif (pod.get("spec") or {}).get("nodeName") and self.timer is not None:
+                self.timer.cancel()  # scheduled after all: stop the unschedulable countdown
+                self.timer = None
+
+    def on_event(self, kind: str, event: dict[str, Any]) -> None:
+        if self.outcome.done() or kind == "DELETED":
+            return
+        if self.uid is None:
+            self.early.append(("event", kind, event))
+            return
+        involved = event.get("involvedObject") or {}
+        if involved.get("uid") and involved.get("uid") != self.uid:
+            return
+        self.progress.add(progress_from_event(event))
+        if event.get("reason") == "FailedScheduling" and self.options.gpu is not None:
+            # The message names the GPU's free count; reading it may take a moment.
+            task = asyncio.create_task(self._fail_unschedulable(event))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        failure = failure_from_event(event, self.options, None)
+        if failure is None:
+            return
+        if event.get("reason") == "FailedScheduling" and self.grace > 0:
+            if self.timer is None:
+                self.timer = asyncio.get_running_loop().call_later(self.grace, self._fail, failure)
+            return
+        self._fail(failure)
+
+    async def _fail_unschedulable(self, event: dict[str, Any]) -> None:
+        gpu = self.options.gpu
+        capacity = await self.backend.capacity_of(gpu.id) if gpu is not None else None
+        failure = failure_from_event(event, self.options, capacity)
+        if failure is None or self.outcome.done():
+            return
+        if self.grace > 0:
+            if self.timer is None:
+                self.timer = asyncio.get_running_loop().call_later(self.grace, self._fail, failure)
+            return
+        self._fail(failure)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        for task in self.tasks:
+            task.cancel()
