@@ -51,27 +51,29 @@ def _fold(text: str) -> str:
 
 
 def _digest(*parts: str) -> str:
-    # NUL cannot be typed into a JupyterHub name field, and the length prefix makes the encoding of
-    # the parts unambiguous even if it could.
+    # Each part is length-prefixed, so ("ab", "c") and ("a", "bc") never hash alike.
     hasher = hashlib.sha256()
     for part in parts:
         raw = part.encode("utf-8", "surrogatepass")
         hasher.update(len(raw).to_bytes(8, "big"))
         hasher.update(raw)
-    return base64.b32encode(hasher.digest()).decode("ascii").lower()[:_DIGEST_CHARS]
+    return base64.b32encode(hasher.digest()[:7]).decode("ascii").lower()[:_DIGEST_CHARS]
+
+
+def _join(prefix: str, readable: str, digest: str) -> str:
+    room = _MAX_LABEL - len(prefix) - len(digest) - 2
+    readable = readable[:room].strip("-")
+    return f"{prefix}-{readable}-{digest}" if readable else f"{prefix}-{digest}"
 
 
 def dns_label(prefix: str, *parts: str) -> str:
     """``prefix-readable-digest``: a DNS-1123 label, unique to the exact ``parts``.
 
-    ``prefix`` must itself be a short DNS-1123 label chosen by the code (never user input).
+    ``prefix`` must itself be a short DNS-1123 label chosen by the code (never user input); the
+    digest covers the parts only, so labels with different prefixes may share it.
     """
-    digest = _digest(prefix, *parts)
     readable = "-".join(p for p in (_fold(part) for part in parts) if p)
-    room = _MAX_LABEL - len(prefix) - len(digest) - 2
-    readable = readable[:room].strip("-")
-    pieces = [prefix, readable, digest] if readable else [prefix, digest]
-    return "-".join(pieces)
+    return _join(prefix, readable, _digest(*parts))
 
 
 class ServerNames:
@@ -80,12 +82,15 @@ class ServerNames:
     __slots__ = ("home", "pod", "server_label", "user_label")
 
     def __init__(self, user: str, server: str) -> None:
-        self.pod = dns_label("jupyter", user, server)
-        self.home = dns_label("home", user, server)
+        user_part, server_part = _fold(user), _fold(server)
+        readable = f"{user_part}-{server_part}" if user_part and server_part else user_part or server_part
+        pair = _digest(user, server)
+        self.pod = _join("jupyter", readable, pair)
+        self.home = _join("home", readable, pair)
         # Label values identify the owner exactly (the digest covers the raw name), so a selector on
         # them can never match another user's objects.
-        self.user_label = dns_label("u", user)
-        self.server_label = dns_label("s", user, server)
+        self.user_label = _join("u", user_part, _digest(user))
+        self.server_label = _join("s", readable, pair)
 
 
 def server_names(user: str, server: str) -> ServerNames:

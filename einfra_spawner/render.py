@@ -230,8 +230,12 @@ def _home_claim(
 
 
 def spec_hash(pod: Mapping[str, Any]) -> str:
-    """A digest of everything the pod asks for, to tell our own earlier pod from a stale one."""
-    canonical = json.dumps(pod, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """A digest of everything the pod asks for, to tell our own earlier pod from a stale one.
+
+    The renderer builds every mapping in a fixed order, so the serialisation is canonical without
+    sorting keys (which would double the cost).
+    """
+    canonical = json.dumps(pod, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:20]
 
 
