@@ -27,7 +27,7 @@ from einfra_spawner.backend import Endpoint, GpuCapacity, ProgressEvent, Started
 from einfra_spawner.models import GpuType
 from einfra_spawner.names import dns_label
 from einfra_spawner.render import LABEL_SERVER, LABEL_SPEC_HASH, LABEL_USER
-from einfra_spawner.resolve import ResolvedOptions
+from einfra_spawner.resolve import ResolvedGpu, ResolvedOptions
 
 from ._api import ApiError, KubeApi, RetryPolicy
 from ._capacity import gpu_capacity
@@ -186,7 +186,6 @@ class KubernetesBackend(LoggingConfigurable):
         self._informers: dict[tuple[str, str | None, bool], Informer] = {}
         self._progress: dict[str, _Progress] = {}
         self._capacity: tuple[float, dict[str, GpuCapacity]] | None = None
-        self._gpu_types: Mapping[str, GpuType] = {}
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -503,7 +502,6 @@ class KubernetesBackend(LoggingConfigurable):
     async def gpu_capacity(self, gpu_types: Mapping[str, GpuType]) -> dict[str, GpuCapacity]:
         if not gpu_types:
             return {}
-        self._gpu_types = gpu_types
         now = time.monotonic()
         if self._capacity is not None and now - self._capacity[0] < self.capacity_cache_seconds:
             cached = self._capacity[1]
@@ -518,16 +516,17 @@ class KubernetesBackend(LoggingConfigurable):
         self._capacity = (now, figures)
         return figures
 
-    async def capacity_of(self, gpu_id: str) -> GpuCapacity | None:
-        """The capacity of one GPU type for a failure message (``None`` when it cannot be read)."""
-        gpu = self._gpu_types.get(gpu_id)
-        if gpu is None:
-            return None
+    async def capacity_of(self, gpu: ResolvedGpu) -> GpuCapacity | None:
+        """The capacity of one granted GPU type, for a failure message (``None`` if unreadable)."""
+        gpu_type = GpuType(
+            display_name=gpu.display_name, resource=gpu.resource, node_selector=dict(gpu.node_selector)
+        )
         try:
-            figures = await asyncio.wait_for(self.gpu_capacity(self._gpu_types), 2.0)
+            nodes = await asyncio.wait_for(self._informer("nodes", None), 2.0)
+            pods = await self._informer("pods", self._scope())
         except Exception:  # capacity only improves a message; never fail a failure on it
             return None
-        return figures.get(gpu_id)
+        return gpu_capacity({gpu.id: gpu_type}, nodes.cache.values(), pods.cache.values())[gpu.id]
 
     async def close(self) -> None:
         for informer in self._informers.values():
@@ -624,7 +623,7 @@ class _StartWatcher:
 
     async def _fail_unschedulable(self, event: dict[str, Any]) -> None:
         gpu = self.options.gpu
-        capacity = await self.backend.capacity_of(gpu.id) if gpu is not None else None
+        capacity = await self.backend.capacity_of(gpu) if gpu is not None else None
         failure = failure_from_event(event, self.options, capacity)
         if failure is None or self.outcome.done():
             return

@@ -20,13 +20,23 @@ HUB = instance("hub")
 GPU_USER = UserContext(name="ada", groups=frozenset({"gpu"}))
 
 
-def node(name: str, allocatable: dict[str, str], labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": labels or {}}, "spec": spec,
-            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", **allocatable}}}
+def node(
+    name: str, allocatable: dict[str, str], labels: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec,
+        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", **allocatable}},
+    }
 
 
-def pod(gpus: dict[str, str], node_name: str | None = None, phase: str = "Running",
-        selector: dict[str, str] | None = None, deleting: bool = False) -> dict[str, Any]:
+def pod(
+    gpus: dict[str, str],
+    node_name: str | None = None,
+    phase: str = "Running",
+    selector: dict[str, str] | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": "p"}
     if deleting:
         metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
@@ -53,9 +63,9 @@ def test_capacity_by_type() -> None:
     ]
     pods = [
         pod({"nvidia.com/gpu": "3"}, "a40-1"),
-        pod({"nvidia.com/gpu": "1"}, None, "Pending", A40),       # waiting: counts against a40
-        pod({"nvidia.com/gpu": "2"}, "a40-2", "Succeeded"),       # finished: frees its GPUs
-        pod({"nvidia.com/gpu": "1"}, "a40-2", deleting=True),     # going away
+        pod({"nvidia.com/gpu": "1"}, None, "Pending", A40),  # waiting: counts against a40
+        pod({"nvidia.com/gpu": "2"}, "a40-2", "Succeeded"),  # finished: frees its GPUs
+        pod({"nvidia.com/gpu": "1"}, "a40-2", deleting=True),  # going away
         pod({"nvidia.com/gpu": "2"}, "a100-1"),
         pod({"nvidia.com/mig-1g.10gb": "2"}, "mig-1"),
     ]
@@ -78,8 +88,11 @@ def test_overcommitted_capacity_is_never_negative() -> None:
 
 def test_no_free_gpu_is_said_plainly() -> None:
     options = resolve_options(HUB, GPU_USER, {"gpu": "a40"})
-    event = {"reason": "FailedScheduling", "type": "Warning",
-             "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}
+    event = {
+        "reason": "FailedScheduling",
+        "type": "Warning",
+        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+    }
     assert failure_from_event(event, options, GpuCapacity("a40", 0, 8)) == (
         "No NVIDIA A40 is free right now (0 of 8); choose another GPU type or try later."
     )
@@ -92,23 +105,38 @@ def test_no_free_gpu_is_said_plainly() -> None:
     )
     cpu_only = resolve_options(HUB, GPU_USER, {"cpu": "32"})
     message = failure_from_event(
-        {"reason": "FailedScheduling", "message": "0/3 nodes are available: 3 Insufficient cpu."}, cpu_only, None
+        {"reason": "FailedScheduling", "message": "0/3 nodes are available: 3 Insufficient cpu."},
+        cpu_only,
+        None,
     )
     assert message is not None and message.startswith("The cluster has no room right now for 1 CPUs")
 
 
 def test_images_crashes_and_secrets() -> None:
     options = resolve_options(HUB, GPU_USER, {"image": "cerit.io/no/such:1"})
-    waiting = {"status": {"phase": "Pending", "containerStatuses": [
-        {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}}
+    waiting = {
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}
+            ],
+        }
+    }
     message = failure_from_pod(waiting, options)
     assert message is not None and "The image cerit.io/no/such:1 could not be downloaded" in message
-    crashed = {"status": {"phase": "Failed", "containerStatuses": [
-        {"state": {"terminated": {"exitCode": 127, "reason": "Error"}}}]}}
+    crashed = {
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [{"state": {"terminated": {"exitCode": 127, "reason": "Error"}}}],
+        }
+    }
     message = failure_from_pod(crashed, options)
     assert message is not None and "crashed as it started (exit code 127, Error)" in message
-    mount = {"reason": "FailedMount", "type": "Warning",
-             "message": 'MountVolume.SetUp failed for volume "m" : secret "sshfs-u-ada-x" not found'}
+    mount = {
+        "reason": "FailedMount",
+        "type": "Warning",
+        "message": 'MountVolume.SetUp failed for volume "m" : secret "sshfs-u-ada-x" not found',
+    }
     message = failure_from_event(mount, options, None)
     assert message is not None and "secret 'sshfs-u-ada-x' not found" in message
     assert failure_from_pod({"status": {"phase": "Pending"}}, options) is None
@@ -120,9 +148,21 @@ def test_progress_and_readiness() -> None:
     step = progress_from_event({"reason": "Pulling", "message": 'Pulling image "quay.io/x:1"'})
     assert step is not None and "Downloading the image" in step.message
     assert progress_from_event({"reason": "SandboxChanged", "type": "Normal"}) is None
-    ready = {"status": {"phase": "Running", "podIP": "10.0.0.5",
-                        "conditions": [{"type": "Ready", "status": "True"}]}}
+    ready = {
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.5",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }
+    }
     assert pod_is_ready(ready)
-    assert not pod_is_ready({"status": {"phase": "Running", "podIP": "10.0.0.5",
-                                        "conditions": [{"type": "Ready", "status": "False"}]}})
+    assert not pod_is_ready(
+        {
+            "status": {
+                "phase": "Running",
+                "podIP": "10.0.0.5",
+                "conditions": [{"type": "Ready", "status": "False"}],
+            }
+        }
+    )
     assert not pod_is_ready({"status": {"phase": "Pending"}})
