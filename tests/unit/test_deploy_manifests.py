@@ -30,4 +30,6 @@ def test_the_hub_may_do_what_the_backend_does_and_no_more() -> None:
     assert grants["events"] == {"get", "list", "watch"}
     assert "secrets" not in grants  # per-user secrets are referenced by pods, never read by the hub
     (cluster_role,) = [d for d in documents(DEPLOY / "rbac.yaml") if d["kind"] == "ClusterRole"]
-    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+    assert cluster_role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+    ]
