@@ -9,6 +9,15 @@ exactly as a third-party backend would, and this module imports none of them.
 One backend object serves every spawner of a hub process (it may hold shared watches and
 caches); per-server facts travel in the JSON-serialisable ``state`` mapping that the spawner
 persists through JupyterHub's ``get_state``/``load_state``, so a restarted hub finds its servers.
+
+Optional attributes the spawner reads when a backend has them:
+
+* ``supports_images: bool`` (default ``True``): whether the image choice means anything; the form
+  says so where it does not (local processes), and the profile's ``default_url`` is then ignored.
+* ``description: str``: what the servers run as, in a few words ("local processes").
+* ``reset_keeps_old_home: bool`` (default ``True``): whether a home reset keeps the old home
+  aside (local) or deletes it (a Kubernetes volume); the form words the reset box accordingly.
+* ``namespace_for(identity) -> str``: the Kubernetes namespace of a server, for the renderer.
 """
 
 from __future__ import annotations
@@ -134,7 +143,10 @@ def load_backend_class(name: str) -> BackendFactory:
     """The backend class registered as ``name``; ``EInfraError`` lists the installed ones."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            loaded: BackendFactory = ep.load()
+            try:
+                loaded: BackendFactory = ep.load()
+            except Exception as exc:  # a broken plug-in must say which one, not fail obscurely
+                raise EInfraError(f"the backend {name!r} ({ep.value}) cannot be loaded: {exc!r}") from exc
             return loaded
     raise EInfraError(
         f"no backend named {name!r}; installed backends: {', '.join(available_backends()) or 'none'}"

@@ -1,0 +1,439 @@
+"""The JupyterHub spawner: thin glue between JupyterHub's Spawner API, the pure core and a backend.
+
+Where it sits in the data flow: JupyterHub hands this spawner a request (the options form posted
+through :meth:`EInfraSpawner.options_from_form`, ``/hub/spawn?opt-...`` query arguments, or REST
+``user_options``); the spawner resolves it with :func:`~einfra_spawner.resolve_options` for the
+user's groups, renders the manifests and gives both to the backend, which does the I/O. Nothing
+from one spawn is kept as configuration for the next: a spawn's resolved options live on the
+spawner only while that server exists.
+
+How a refused request reaches the caller (JupyterHub 6.1.1; ``tests/e2e`` checks each path):
+
+* form posts are resolved in ``options_from_form`` (query arguments in ``options_from_query``):
+  JupyterHub shows the form again with the message, with status 400, and starts nothing;
+* REST requests are resolved in ``run_pre_spawn_hook``, which ``User.spawn`` calls before
+  ``start``. The :class:`~jupyterhub.spawner.SpawnException` (status 400) comes out of
+  ``POST /hub/api/users/{name}/servers/{server}`` as a 400 JSON error whose ``message`` is the
+  resolver's; JupyterHub then stops the half-made server (our ``stop`` has no backend state yet,
+  so it touches nothing) and the backend is never called. ``start`` resolves again if the hook
+  was skipped, so no path starts an unvalidated request.
+* a :class:`~einfra_spawner.BackendError` in ``start`` becomes a 503 with the backend's message
+  (the REST body, the progress page, or the error page of the form).
+
+Per-process caches: profile folders are loaded once per process and folder; the backend object is
+built once per process and name and shared by every spawner (it may hold watches and caches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import cache
+from typing import Any
+
+import jinja2
+from jupyterhub.spawner import Spawner
+from sqlalchemy import inspect as sqlalchemy_inspect
+from tornado import web
+from traitlets import Float, Unicode, default
+
+from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest, load_backend_class
+from .errors import BackendError, EInfraError, OptionsError, ProfileError
+from .form import build_form, capacity_types, request_from_form, request_from_query
+from .profiles import ProfileSet, load_profiles
+from .render import ServerIdentity, SingleUser, render_manifests
+from .resolve import ResolvedOptions, UserContext, resolve_options
+
+try:  # JupyterHub >= 6: a refusal that metrics count as a policy failure, not an error
+    from jupyterhub.spawner import SpawnException
+except ImportError:  # pragma: no cover - JupyterHub 5
+    SpawnException = None
+
+__all__ = ["EInfraSpawner", "configure"]
+
+_profile_sets: dict[str, ProfileSet] = {}
+_backends: dict[str, Backend] = {}
+
+
+def _load_profile_set(folder: str) -> ProfileSet:
+    """The instance folder ``folder`` (an absolute path), loaded once per process."""
+    profiles = _profile_sets.get(folder)
+    if profiles is None:
+        profiles = _profile_sets[folder] = load_profiles(folder)
+    return profiles
+
+
+def _refusal(message: str, *, reason: str, status: int = 400) -> web.HTTPError:
+    """An HTTP error that JupyterHub shows as ``message`` alone: on the re-rendered form, on the
+    progress page and in the REST API's JSON body (``jupyterhub_message`` is what its
+    ``format_exception`` and API ``write_error`` read)."""
+    error: web.HTTPError
+    if SpawnException is not None:
+        error = SpawnException(message, reason=reason, status_code=status)
+    else:  # pragma: no cover - JupyterHub 5
+        error = web.HTTPError(status, message.replace("%", "%%"), reason=reason)
+    error.jupyterhub_message = message  # type: ignore[attr-defined]  # read by JupyterHub
+    return error
+
+
+@cache
+def _form_template() -> jinja2.Template:
+    # Autoescaping is forced on: custom images and messages typed by users end up in the page.
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("einfra_spawner", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return environment.get_template("form.html")
+
+
+class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
+    """Spawns single-user servers from declarative profiles, through a pluggable backend."""
+
+    profiles_dir = Unicode(
+        "",
+        help="""The instance folder: ``instance.yaml`` and one YAML file per profile.
+
+        Loaded and validated once per hub process; a relative path is taken from the hub's
+        working directory. Use :func:`einfra_spawner.configure` to load it when the hub starts
+        (a broken folder then stops the hub with every problem listed) and to set the hub's
+        named-server limits from ``servers_per_user``. Required; no default.
+        """,
+    ).tag(config=True)
+
+    backend = Unicode(
+        "local",
+        help="""The backend that runs the servers: an entry-point name in ``einfra_spawner.backends``.
+
+        ``local`` runs each server as a local process (one machine, demos, tests);
+        ``kubernetes`` runs each as a pod. The backend object is built once per hub process,
+        with the hub's configuration, and shared by every spawner. Default: ``local``.
+        """,
+    ).tag(config=True)
+
+    gpu_capacity_timeout = Float(
+        2.0,
+        min=0.0,
+        help="""How long the options form waits for GPU availability figures, in seconds.
+
+        The form asks the backend how many GPUs of each type are free; when the answer takes
+        longer, or the backend cannot tell, the form is shown without the figures. 0 disables
+        the figures. Default: 2 seconds.
+        """,
+    ).tag(config=True)
+
+    # Per-server facts, never configuration: the request resolved for the start in progress, the
+    # options the running server was given, and the backend's state for that server.
+    _pending: ResolvedOptions | None = None
+    _options: ResolvedOptions | None = None
+    _backend_state: dict[str, Any]
+    user_options: dict[str, Any]  # JupyterHub's trait, annotated for the type checker only
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._backend_state = {}
+        super().__init__(**kwargs)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        # This spawner applies user_options itself (resolved, never set as attributes); an
+        # explicit no-op tells JupyterHub so, instead of warning at every start that the
+        # options were "unhandled". An operator's own hook still runs if configured.
+        return _options_applied_by_spawner
+
+    # --- the core and the backend ----------------------------------------------------------------
+
+    def profile_set(self) -> ProfileSet:
+        """The instance's profiles (loaded once per process)."""
+        if not self.profiles_dir:
+            raise _refusal(
+                "This hub is not configured: EInfraSpawner.profiles_dir is not set.",
+                reason="configuration",
+                status=500,
+            )
+        folder = os.path.abspath(self.profiles_dir)
+        try:
+            return _load_profile_set(folder)
+        except ProfileError as exc:
+            self.log.error("The profile folder %s is broken:\n%s", folder, exc)
+            raise _refusal(
+                "This hub's profile files are broken; its operators can see why in the hub log.",
+                reason="configuration",
+                status=500,
+            ) from exc
+
+    def backend_object(self) -> Backend:
+        """The backend named by :attr:`backend`, built once per process and shared."""
+        backend = _backends.get(self.backend)
+        if backend is None:
+            try:
+                factory = load_backend_class(self.backend)
+            except EInfraError as exc:
+                self.log.error("%s", exc)
+                raise _refusal(str(exc), reason="configuration", status=500) from exc
+            backend = _backends.setdefault(self.backend, factory(config=self.config, log=self.log))
+        return backend
+
+    def user_context(self) -> UserContext:
+        """Who is asking, as the resolver sees them."""
+        return UserContext(
+            name=self.user.name,
+            groups=frozenset(group.name for group in self.user.groups),
+            admin=bool(self.user.admin),
+        )
+
+    def identity(self) -> ServerIdentity:
+        """Whose server this is, in the namespace the backend chooses for it (if it has any)."""
+        plain = ServerIdentity(user=self.user.name, server=self.name)
+        namespace_for = getattr(self.backend_object(), "namespace_for", None)
+        if callable(namespace_for):
+            return ServerIdentity(user=self.user.name, server=self.name, namespace=str(namespace_for(plain)))
+        return plain
+
+    def resolve(self, request: object) -> ResolvedOptions:
+        """Resolve ``request`` for this user, or raise a 400 error with the resolver's message."""
+        try:
+            return resolve_options(self.profile_set(), self.user_context(), request)
+        except OptionsError as exc:
+            self.log.info("Refused a request for %s: %s", self._log_name, exc)
+            raise _refusal(str(exc), reason="options") from exc
+
+    @property
+    def resolved_options(self) -> ResolvedOptions | None:
+        """What the start in progress (or the running server) was granted, if known."""
+        return self._pending or self._options
+
+    # --- the options form ------------------------------------------------------------------------
+
+    async def get_options_form(self) -> str:
+        """The options form for this user (JupyterHub wraps it in its own ``<form>``)."""
+        profiles = self.profile_set()
+        user = self.user_context()
+        last: ResolvedOptions | None = None
+        if self.user_options:
+            try:
+                last = resolve_options(profiles, user, self.user_options)
+            except OptionsError:
+                last = None  # the last choices are no longer allowed: offer the defaults
+        backend = self.backend_object()
+        view = build_form(
+            profiles,
+            user,
+            last=last,
+            capacity=await self._gpu_capacity(backend, profiles, user),
+            images_apply=bool(getattr(backend, "supports_images", True)),
+            servers_run_as=str(getattr(backend, "description", "") or ""),
+            reset_keeps_old_home=bool(getattr(backend, "reset_keeps_old_home", True)),
+        )
+        return _form_template().render(form=view)
+
+    async def _gpu_capacity(
+        self, backend: Backend, profiles: ProfileSet, user: UserContext
+    ) -> dict[str, GpuCapacity]:
+        """Free/total GPUs of the types this user can see; ``{}`` when slow or unknown."""
+        wanted = capacity_types(profiles, user)
+        if not wanted or self.gpu_capacity_timeout <= 0:
+            return {}
+        types = {name: profiles.instance.gpu_types[name] for name in wanted}
+        try:
+            return await asyncio.wait_for(backend.gpu_capacity(types), timeout=self.gpu_capacity_timeout)
+        except asyncio.TimeoutError:
+            self.log.warning(
+                "GPU capacity took longer than %.1f s; showing the form without it",
+                self.gpu_capacity_timeout,
+            )
+        except Exception:  # a form without figures beats no form at all
+            self.log.exception("GPU capacity failed; showing the form without it")
+        return {}
+
+    def options_from_form(self, formdata: Mapping[str, Sequence[str]]) -> dict[str, object]:
+        """The request a posted form asks for, validated now so that a refusal shows the form
+        again with the message (the request is resolved again at start)."""
+        request = request_from_form(formdata, self.profile_set(), self.user_context())
+        self.resolve(request)
+        return request
+
+    def options_from_query(self, query_data: Mapping[str, Sequence[str]]) -> dict[str, object]:
+        """``/hub/spawn?opt-profile=...&opt-cpu=4``: the REST keys as query arguments."""
+        request = request_from_query(query_data)
+        self.resolve(request)
+        return request
+
+    # --- JupyterHub's lifecycle ------------------------------------------------------------------
+
+    def run_pre_spawn_hook(self) -> Any:
+        """Resolve the request before anything else runs (so a refusal is a 400 and nothing
+        starts), then run the operator's ``pre_spawn_hook``, which may read
+        :attr:`resolved_options`."""
+        self._pending = self.resolve(self.user_options)
+        return super().run_pre_spawn_hook()
+
+    async def start(self) -> tuple[str, int]:
+        """Resolve, render, and have the backend start the server; return where it listens."""
+        options = self._pending or self.resolve(self.user_options)
+        self._pending = None
+        self._options = options
+        identity = self.identity()
+        single_user = SingleUser(
+            cmd=tuple(self.cmd),
+            args=tuple(self.get_args()),
+            env=tuple((key, str(value)) for key, value in self.get_env().items()),
+            port=self.port or SingleUser().port,
+        )
+        manifests = render_manifests(options, identity, single_user)
+        self._forget_reset()
+        request = StartRequest(
+            identity=identity,
+            options=options,
+            manifests=manifests,
+            single_user=single_user,
+            state=dict(self._backend_state),
+        )
+        try:
+            started = await self.backend_object().start(request)
+        except BackendError as exc:
+            self.log.warning("Could not start %s: %s", self._log_name, exc)
+            raise _refusal(str(exc), reason="backend", status=503) from exc
+        self._backend_state = dict(started.state)
+        return started.endpoint.ip, started.endpoint.port
+
+    def _forget_reset(self) -> None:
+        """Drop ``home: reset`` from the stored request once it is acted on.
+
+        JupyterHub keeps the last request and replays it for a start without options (a REST
+        POST with no body, an implicit start): a reset must never happen twice unasked.
+        """
+        current: Any = self.user_options
+        if not isinstance(current, dict) or current.get("home") != "reset":
+            return
+        kept = {key: value for key, value in current.items() if key != "home"}
+        self.user_options = kept
+        orm_spawner = self.orm_spawner
+        if orm_spawner is None:
+            return
+        orm_spawner.user_options = kept
+        mapped = sqlalchemy_inspect(orm_spawner, raiseerr=False)
+        session = getattr(mapped, "session", None)
+        if session is not None:
+            session.commit()  # before the await: JupyterHub commits before it awaits too
+
+    async def stop(self, now: bool = False) -> None:
+        """Stop the server and wait until it is gone (nothing to do if it never started)."""
+        if not self._backend_state:
+            return
+        try:
+            await self.backend_object().stop(self.identity(), self._backend_state)
+        except BackendError as exc:
+            self.log.error("Could not stop %s: %s", self._log_name, exc)
+            raise _refusal(str(exc), reason="backend", status=503) from exc
+
+    async def poll(self) -> int | None:
+        """``None`` while the server runs, else its exit status (0 when never started)."""
+        if not self._backend_state:
+            return 0
+        try:
+            return await self.backend_object().poll(self.identity(), self._backend_state)
+        except BackendError as exc:
+            # Not knowing is not "stopped": forgetting a running server would orphan it.
+            self.log.warning("Could not poll %s, assuming it runs: %s", self._log_name, exc)
+            return None
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        """JupyterHub's progress events, from the backend's."""
+        events = self.backend_object().progress(self.identity(), self._backend_state)
+        try:
+            async for event in events:
+                yield _progress_event(event)
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def rename(self, old_name: str, new_name: str) -> None:
+        """Refused: a server's home and storage are kept under its name, and would be lost."""
+        raise web.HTTPError(
+            400,
+            "Servers cannot be renamed on this hub: each server's home is kept under its name. "
+            "Change its display name instead.",
+        )
+
+    # --- state and environment -------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """JupyterHub's state plus the backend's, so a restarted hub finds its servers."""
+        state: dict[str, Any] = super().get_state()
+        if self._backend_state:
+            state["backend"] = self.backend
+            state["server"] = self._backend_state
+        return state
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        super().load_state(state)
+        server = state.get("server")
+        self._backend_state = dict(server) if isinstance(server, Mapping) else {}
+        saved = state.get("backend")
+        if self._backend_state and saved != self.backend:
+            self.log.warning(
+                "%s was started by backend %r, but the hub now uses %r",
+                self._log_name,
+                saved,
+                self.backend,
+            )
+
+    def clear_state(self) -> None:
+        # JupyterHub calls this after a stop and before each start (before run_pre_spawn_hook).
+        super().clear_state()
+        self._backend_state = {}
+        self._options = None
+        self._pending = None
+
+    def get_env(self) -> dict[str, str]:
+        """JupyterHub's environment, plus the profile's ``default_url`` where images apply.
+
+        The profile's own variables and the resource figures (``CPU_LIMIT``, ``MEM_LIMIT``...) are
+        added by the renderer and the backends, beneath these: the hub's variables always win.
+        """
+        env: dict[str, str] = super().get_env()
+        options = self._pending or self._options
+        # A profile's default URL (e.g. /rstudio) belongs to its image; where images do not apply
+        # (local processes), the page it names does not exist.
+        images_apply = bool(getattr(self.backend_object(), "supports_images", True))
+        if options is not None and options.default_url and images_apply:
+            env["JUPYTERHUB_DEFAULT_URL"] = options.default_url
+        return env
+
+
+def _options_applied_by_spawner(spawner: Any, user_options: Any) -> None:
+    """JupyterHub's ``apply_user_options`` hook: nothing to do, EInfraSpawner resolves them."""
+
+
+def _progress_event(event: ProgressEvent) -> dict[str, Any]:
+    message: dict[str, Any] = {"message": event.message}
+    if event.progress is not None:
+        message["progress"] = max(0, min(100, event.progress))
+    if event.failed:
+        message["failed"] = True
+    return message
+
+
+def configure(c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "local") -> ProfileSet:
+    """Make a hub run EInfraSpawner from an instance folder; call it in ``jupyterhub_config.py``.
+
+    Loads and validates the folder now, so a broken folder stops the hub at start with every
+    problem listed (:class:`~einfra_spawner.ProfileError`), and checks that the backend exists.
+    Sets ``JupyterHub.spawner_class``, ``EInfraSpawner.profiles_dir`` and ``.backend``, and the
+    named servers: with ``servers_per_user: N`` above 1, named servers are allowed and limited
+    to ``N - 1`` besides the default server (JupyterHub counts named servers that exist,
+    running or not). Returns the loaded profiles.
+    """
+    folder = os.path.abspath(os.fspath(profiles_dir))
+    profiles = _load_profile_set(folder)
+    load_backend_class(backend)  # an unknown name fails now, listing the installed backends
+    c.JupyterHub.spawner_class = EInfraSpawner
+    c.EInfraSpawner.profiles_dir = folder
+    c.EInfraSpawner.backend = backend
+    servers = profiles.instance.servers_per_user
+    c.JupyterHub.allow_named_servers = servers > 1
+    # 0 means "no limit" to JupyterHub; one server per user leaves no named server at all.
+    c.JupyterHub.named_server_limit_per_user = servers - 1 if servers > 1 else 0
+    return profiles

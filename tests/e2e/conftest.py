@@ -1,0 +1,289 @@
+"""A real JupyterHub and a real proxy for the end-to-end tests, run as they are shipped.
+
+One hub per test session: ``jupyterhub -f <config>`` in a subprocess, on free loopback ports,
+with its database, homes and logs in a temporary folder. The config loads the demo's own
+``einfra_spawner/demo/jupyterhub_config.py`` (the local backend, ``profiles/hub``, the demo
+users and groups) and adds only ports, paths and a service token for the REST API.
+
+Everything started here is stopped at the end, even when a test fails: the hub is asked to shut
+down (it stops its servers and its proxy), then its process group is killed, then any proxy or
+single-user server still alive (found by its pid file, or by a HOME inside this session's home
+folder) is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPOSITORY / "einfra_spawner" / "demo" / "jupyterhub_config.py"
+ARTIFACTS = REPOSITORY / "test-artifacts"
+VENV_BIN = Path(sys.executable).parent
+SERVICE = "e2e-tests"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    text: str
+
+
+@dataclass
+class Hub:
+    """A JupyterHub subprocess and what the tests need to talk to it."""
+
+    root: Path
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    port: int = field(default_factory=free_port)
+    # Kept across restarts: running servers know the hub's API address.
+    hub_port: int = field(default_factory=free_port)
+    proxy_api_port: int = field(default_factory=free_port)
+    proxy_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def home_root(self) -> Path:
+        return self.root / "state" / "homes"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "hub.log"
+
+    def write_config(self) -> Path:
+        config = self.root / "jupyterhub_config.py"
+        roles = [
+            {
+                "name": SERVICE,
+                "scopes": [
+                    "admin:users",
+                    "admin:servers",
+                    "admin:server_state",
+                    "access:servers",
+                ],
+                "services": [SERVICE],
+            }
+        ]
+        config.write_text(
+            f"""
+load_subconfig({str(DEMO_CONFIG)!r})
+c = get_config()
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{self.hub_port}"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
+c.ConfigurableHTTPProxy.auth_token = {self.proxy_token!r}
+c.JupyterHub.services = [{{"name": {SERVICE!r}, "api_token": {self.token!r}}}]
+c.JupyterHub.load_roles = {roles!r}
+c.LocalBackend.http_timeout = 30
+c.JupyterHub.log_level = "DEBUG"
+"""
+        )
+        return config
+
+    def start(self) -> None:
+        """Start the hub (again, on the same database) and wait until its API answers."""
+        config = self.write_config()
+        env = {
+            **os.environ,
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "EINFRA_DEMO_STATE": str(self.root / "state"),
+            "EINFRA_DEMO_PORT": str(self.port),
+            "EINFRA_DEMO_BACKEND": "local",
+        }
+        env.pop("JUPYTERHUB_API_TOKEN", None)
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== hub start {self.starts} =====\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                [str(VENV_BIN / "jupyterhub"), "-f", str(config)],
+                cwd=self.root,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the hub exited at start:\n{self.log_tail()}")
+            try:
+                if self.api("GET", "/").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the hub did not answer within 40 s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """Kill the hub process alone, as a crash would (its servers and proxy stay)."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        """Shut the hub down and make sure nothing it started is left running."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(30)
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        kill_leftovers(self.root)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def request(
+        self, method: str, path: str, body: object = None, *, token: str | None = None
+    ) -> Response:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Authorization", f"token {token or self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        text = raw.decode(errors="replace")
+        try:
+            parsed = json.loads(text) if text.strip() else None
+        except json.JSONDecodeError:
+            parsed = None
+        return Response(status, parsed, text)
+
+    def api(self, method: str, path: str, body: object = None) -> Response:
+        return self.request(method, "/hub/api" + path, body)
+
+    def server(self, user: str, name: str = "") -> dict[str, Any] | None:
+        """The server model, running or not (``None``: no such server), with the state; for the
+        default server, only while it is active."""
+        if not name:
+            response = self.api("GET", f"/users/{user}")
+            assert response.status == 200, response.text
+            active: dict[str, Any] | None = response.body["servers"].get("")
+            return active
+        response = self.api("GET", f"/users/{user}/servers/{name}")
+        if response.status == 404:
+            return None
+        assert response.status == 200, response.text
+        model: dict[str, Any] = response.body
+        return model
+
+    def ensure_user(self, user: str) -> None:
+        if self.api("GET", f"/users/{user}").status == 404:
+            response = self.api("POST", f"/users/{user}")
+            assert response.status == 201, response.text
+
+    def spawn(self, user: str, name: str = "", options: object = None, **body: Any) -> Response:
+        """Ask for a server and wait until it is ready (or the request failed)."""
+        if options is not None:
+            body["user_options"] = options
+        response = self.api("POST", server_path(user, name), body or None)
+        if response.status == 202:
+            self.wait_for(lambda: (self.server(user, name) or {}).get("ready"), f"{user}/{name}")
+        return response
+
+    def stop_server(self, user: str, name: str = "") -> None:
+        response = self.api("DELETE", server_path(user, name))
+        assert response.status in (202, 204), response.text
+        self.wait_for(
+            lambda: not (self.server(user, name) or {}).get("pending")
+            and not (self.server(user, name) or {}).get("ready"),
+            f"{user}/{name} to stop",
+        )
+
+    def wait_for(self, check: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+
+
+def server_path(user: str, name: str) -> str:
+    return f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+
+
+def _environ(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def kill_leftovers(root: Path) -> list[int]:
+    """Kill the proxy and any single-user server of this session that is still alive."""
+    killed = []
+    pid_file = root / "state" / "jupyterhub-proxy.pid"
+    candidates: set[int] = set()
+    with contextlib.suppress(OSError, ValueError):
+        candidates.add(int(pid_file.read_text().strip()))
+    marker = f"HOME={root}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and any(
+            item.startswith(marker) for item in _environ(entry).split(b"\0")
+        ):
+            candidates.add(int(entry))
+    for pid in candidates:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """The session's hub, started once; tests use their own users or servers."""
+    running = Hub(root=tmp_path_factory.mktemp("hub"))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

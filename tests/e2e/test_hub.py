@@ -1,0 +1,213 @@
+"""End to end through the REST API: a real JupyterHub, a real proxy, the local backend.
+
+Each test uses its own demo user (or its own named server), so the tests share one hub and do not
+depend on their order. The users and their groups are the demo's: ada (gpu, meta, projects),
+grace (gpu), ben (projects), cleo (none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from einfra_spawner import ServerNames
+
+from .conftest import Hub
+
+pytestmark = pytest.mark.e2e
+
+
+def home_of(hub: Hub, user: str, server: str) -> Path:
+    return hub.home_root / ServerNames(user, server).home
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def test_a_spawn_with_options_is_reachable_through_the_proxy(hub: Hub) -> None:
+    options = {
+        "profile": "jupyterlab",
+        "cpu": "4",
+        "memory": "16Gi",
+        "gpu": "a40",
+        "gpu_count": 2,
+        "mounts": [],
+    }
+    response = hub.spawn("ada", "gpus", options)
+    assert response.status in (201, 202), response.text
+    model = hub.server("ada", "gpus")
+    assert model is not None and model["ready"], model
+    assert model["user_options"] == options
+    status = hub.request("GET", "/user/ada/gpus/api/status")
+    assert status.status == 200, status.text
+    assert "started" in status.body
+    try:
+        # Both A40s of the demo inventory are now held: the backend refuses a third, and the
+        # refusal reaches the REST caller as its message, with nothing started.
+        busy = hub.api("POST", "/users/grace/servers/busy", {"user_options": {"gpu": "a40"}})
+        assert busy.status == 503, busy.text
+        assert busy.body["message"].startswith("Not enough NVIDIA A40 free on this machine")
+        assert not (hub.server("grace", "busy") or {}).get("ready")
+    finally:
+        hub.stop_server("ada", "gpus")
+    assert hub.request("GET", "/user/ada/gpus/api/status").status != 200
+
+
+@pytest.mark.parametrize(
+    ("user", "options", "message"),
+    [
+        ("cleo", {"profile": "jupyterlab", "gpu": "a40"}, "gpu: 'a40' is not allowed; allowed: none"),
+        ("cleo", {"image": "cerit.io/x:1 extra"}, "image: 'cerit.io/x:1 extra' is not allowed"),
+        (
+            "cleo",
+            {"image": "cerit.io/x:1.evil.com/y"},
+            "image: 'cerit.io/x:1.evil.com/y' is not allowed",
+        ),
+        ("cleo", {"profile": "jupyterlab", "privileged": True}, "privileged: True is not a request key"),
+        ("cleo", {"memory": "1Ti"}, "memory: '1Ti' is not allowed; allowed: 4Gi, 8Gi"),
+        ("grace", {"mounts": ["metacentrum"]}, "mounts: 'metacentrum' is not allowed"),
+        ("ben", {"gpu": "a40", "gpu_count": 1}, "gpu: 'a40' is not allowed; allowed: none"),
+        ("grace", {"gpu": "h100", "gpu_count": 2}, "gpu_count: 2 is not allowed; allowed: 1"),
+        ("cleo", {"profile": "course"}, "profile: 'course' is not allowed; allowed: jupyterlab"),
+    ],
+)
+def test_a_forged_request_gets_a_400_with_the_message_and_starts_nothing(
+    hub: Hub, user: str, options: dict[str, object], message: str
+) -> None:
+    hub.ensure_user(user)
+    response = hub.api("POST", f"/users/{user}/servers/forged", {"user_options": options})
+    assert response.status == 400, response.text
+    assert response.body["message"].startswith(message), response.body
+    model = hub.server(user, "forged")
+    assert not (model or {}).get("ready")
+    assert not (model or {}).get("pending")
+    assert not home_of(hub, user, "forged").exists()  # the backend was never called
+
+
+def test_the_legacy_body_is_the_request_too(hub: Hub) -> None:
+    # Without "user_options", JupyterHub takes the whole body as the request.
+    hub.ensure_user("cleo")
+    response = hub.api("POST", "/users/cleo/servers/legacy", {"gpu": "a40"})
+    assert response.status == 400, response.text
+    assert response.body["message"].startswith("gpu: 'a40' is not allowed")
+
+
+def test_the_named_server_limit_comes_from_servers_per_user(hub: Hub) -> None:
+    # servers_per_user: 5 in profiles/hub: the default server and four named ones.
+    hub.ensure_user("lim")
+    created = []
+    try:
+        for index in range(4):
+            response = hub.api("PUT", f"/users/lim/servers/limit{index}")
+            assert response.status == 201, response.text
+            created.append(f"limit{index}")
+        refused = hub.api("PUT", "/users/lim/servers/limit4")
+        assert refused.status == 400, refused.text
+        assert "already has the maximum of 4 named servers" in refused.body["message"]
+        started = hub.api("POST", "/users/lim/servers/limit5")
+        assert started.status == 400, started.text
+    finally:
+        for name in created:
+            response = hub.api("DELETE", f"/users/lim/servers/{name}", {"remove": True})
+            assert response.status in (202, 204), response.text
+
+
+def test_a_restarted_hub_finds_its_running_server_and_stops_it(hub: Hub) -> None:
+    response = hub.spawn("grace", "survivor", {"cpu": "1"})
+    assert response.status in (201, 202), response.text
+    model = hub.server("grace", "survivor")
+    assert model is not None
+    pid = model["state"]["server"]["pid"]
+    assert pid_alive(pid)
+
+    hub.kill()  # the hub dies; its server does not
+    assert pid_alive(pid)
+    hub.start()
+
+    model = hub.server("grace", "survivor")
+    assert model is not None and model["ready"], model
+    status = hub.request("GET", "/user/grace/survivor/api/status")
+    assert status.status == 200, status.text
+    hub.stop_server("grace", "survivor")
+    deadline = time.monotonic() + 15
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(pid)
+
+
+def test_reset_home_keeps_the_old_home_aside(hub: Hub) -> None:
+    home = home_of(hub, "ben", "data")
+    assert hub.spawn("ben", "data", {"profile": "jupyterlab"}).status in (201, 202)
+    (home / "results.csv").write_text("1,2,3\n")
+    hub.stop_server("ben", "data")
+
+    assert hub.spawn("ben", "data", {"profile": "jupyterlab", "home": "reset"}).status in (201, 202)
+    aside = sorted(home.parent.glob(f"{home.name}.reset-*"))
+    assert len(aside) == 1
+    assert (aside[0] / "results.csv").read_text() == "1,2,3\n"
+    assert not (home / "results.csv").exists()
+    (home / "new.txt").write_text("kept")
+    hub.stop_server("ben", "data")
+    # JupyterHub replays the last request for a start without one: the reset is not replayed.
+    stopped = hub.server("ben", "data")
+    assert stopped is not None
+    assert stopped["user_options"] == {"profile": "jupyterlab"}
+    assert hub.spawn("ben", "data").status in (201, 202)
+    assert (home / "new.txt").read_text() == "kept"
+    assert len(sorted(home.parent.glob(f"{home.name}.reset-*"))) == 1
+    hub.stop_server("ben", "data")
+
+
+def test_the_progress_page_follows_the_backends_steps(hub: Hub) -> None:
+    outcome: list[int] = []
+    spawning = threading.Thread(
+        target=lambda: outcome.append(hub.spawn("grace", "steps", {"cpu": "1"}).status)
+    )
+    spawning.start()
+    events: list[dict[str, object]] = []
+    pending_at_start: object = None
+    try:
+        hub.wait_for(
+            lambda: (hub.server("grace", "steps") or {}).get("pending") == "spawn" or outcome,
+            "the spawn to begin",
+        )
+        # Straight from the hub: the PyPI configurable-http-proxy buffers event streams, so
+        # through it every event would arrive at the end (the Node.js proxy streams them).
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{hub.hub_port}/hub/api/users/grace/servers/steps/progress",
+            headers={"Authorization": f"token {hub.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as stream:
+            for line in stream:
+                if not line.startswith(b"data:"):
+                    continue
+                events.append(json.loads(line[5:]))
+                message = str(events[-1]["message"])
+                if message.startswith("Starting JupyterLab"):
+                    # Streamed while it happens, not replayed afterwards.
+                    pending_at_start = (hub.server("grace", "steps") or {}).get("pending")
+                if events[-1].get("ready") or events[-1].get("failed"):
+                    break
+    finally:
+        spawning.join(60)
+    assert outcome and outcome[0] in (201, 202)
+    assert events[-1]["ready"], events
+    messages = [str(e["message"]) for e in events]
+    assert messages[0] == "Server requested"
+    assert any(m.startswith("Starting JupyterLab") for m in messages), messages
+    assert pending_at_start == "spawn"
+    progress = [e["progress"] for e in events if "progress" in e]
+    assert progress == sorted(progress) and progress[-1] == 100  # type: ignore[type-var]
+    hub.stop_server("grace", "steps")

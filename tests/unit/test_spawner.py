@@ -1,0 +1,455 @@
+"""EInfraSpawner in-process: JupyterHub's Spawner API over the core and a fake backend.
+
+The spawner is built as JupyterHub builds it (user, hub, orm_spawner, config), with plain
+stand-ins for JupyterHub's objects; the backend is a recording fake registered in the spawner's
+per-process backend cache. The real hub and the real local backend are in ``tests/e2e``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from tornado import web
+from traitlets.config import Config
+
+from einfra_spawner import BackendError, EInfraError, ProfileError, ServerIdentity
+from einfra_spawner import spawner as spawner_module
+from einfra_spawner.backend import (
+    Endpoint,
+    GpuCapacity,
+    ProgressEvent,
+    Started,
+    StartRequest,
+)
+from einfra_spawner.models import GpuType
+from einfra_spawner.spawner import EInfraSpawner, configure
+
+from .test_form import RenderedForm
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+
+
+class FakeBackend:
+    """Records every call; starts succeed unless ``fail`` is set."""
+
+    supports_images = True
+    description = ""
+
+    def __init__(self, *, config: Any = None, log: Any = None) -> None:
+        self.config = config
+        self.started: list[StartRequest] = []
+        self.stopped: list[tuple[ServerIdentity, dict[str, Any]]] = []
+        self.polled: list[dict[str, Any]] = []
+        self.capacity: dict[str, GpuCapacity] = {}
+        self.capacity_delay = 0.0
+        self.capacity_error: Exception | None = None
+        self.fail: str | None = None
+
+    async def start(self, request: StartRequest) -> Started:
+        if self.fail:
+            raise BackendError(self.fail)
+        self.started.append(request)
+        return Started(Endpoint("127.0.0.1", 4242), {"pid": 7, "server": request.identity.server})
+
+    async def stop(self, identity: ServerIdentity, state: Mapping[str, Any]) -> None:
+        self.stopped.append((identity, dict(state)))
+
+    async def poll(self, identity: ServerIdentity, state: Mapping[str, Any]) -> int | None:
+        self.polled.append(dict(state))
+        return None if state.get("pid") == 7 else 0
+
+    async def progress(
+        self, identity: ServerIdentity, state: Mapping[str, Any]
+    ) -> AsyncIterator[ProgressEvent]:
+        yield ProgressEvent("Preparing the home folder", 20)
+        yield ProgressEvent("Waiting for the server")
+        yield ProgressEvent("The server failed", 140, failed=True)
+
+    async def gpu_capacity(self, gpu_types: Mapping[str, GpuType]) -> dict[str, GpuCapacity]:
+        if self.capacity_error is not None:
+            raise self.capacity_error
+        await asyncio.sleep(self.capacity_delay)
+        return {name: c for name, c in self.capacity.items() if name in gpu_types}
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
+    fake = FakeBackend()
+    monkeypatch.setattr(spawner_module, "_backends", {"fake": fake})
+    return fake
+
+
+def make_spawner(
+    *groups: str,
+    admin: bool = False,
+    user_options: dict[str, Any] | None = None,
+    server: str = "",
+    folder: str = "hub",
+    **config: Any,
+) -> EInfraSpawner:
+    user = SimpleNamespace(
+        name="alice",
+        escaped_name="alice",
+        groups=[SimpleNamespace(name=g) for g in groups],
+        admin=admin,
+        url="/user/alice/",
+    )
+    hub = SimpleNamespace(
+        public_host="", api_url="http://127.0.0.1:8081/hub/api/", base_url="/hub/"
+    )
+    orm_spawner = SimpleNamespace(
+        name=server, display_name=server, user_options=dict(user_options or {}), server=None
+    )
+    c = Config()
+    c.EInfraSpawner.profiles_dir = str(PROFILES / folder)
+    c.EInfraSpawner.backend = "fake"
+    for key, value in config.items():
+        c.EInfraSpawner[key] = value
+    return EInfraSpawner(
+        user=user,
+        hub=hub,
+        orm_spawner=orm_spawner,
+        config=c,
+        user_options=dict(user_options or {}),
+        oauth_client_id="jupyterhub-user-alice",
+    )
+
+
+def refusal(error: BaseException) -> tuple[int, str]:
+    assert isinstance(error, web.HTTPError)
+    return error.status_code, error.jupyterhub_message  # type: ignore[attr-defined]
+
+
+# --- the form ----------------------------------------------------------------------------------
+
+
+async def test_the_form_shows_only_what_the_users_groups_grant(backend: FakeBackend) -> None:
+    outsider = RenderedForm(await make_spawner().get_options_form())
+    assert "jupyterlab--gpu" not in outsider.names()
+    member = RenderedForm(await make_spawner("gpu").get_options_form())
+    assert "a40" in [c["value"] for c in member.named("jupyterlab--gpu")]
+
+
+async def test_the_form_remembers_the_last_choices(backend: FakeBackend) -> None:
+    spawner = make_spawner("gpu", user_options={"profile": "rstudio", "cpu": "8", "home": "reset"})
+    form = RenderedForm(await spawner.get_options_form())
+    assert form.checked("profile") == ["rstudio"]
+    assert form.selected("rstudio--cpu") == "8"
+    assert "checked" not in form.named("rstudio--home")[0]
+
+
+async def test_last_choices_no_longer_allowed_fall_back_to_the_defaults(
+    backend: FakeBackend,
+) -> None:
+    # The user has left the gpu group since their last start.
+    spawner = make_spawner(user_options={"gpu": "a40", "cpu": "8"})
+    form = RenderedForm(await spawner.get_options_form())
+    assert form.checked("profile") == ["jupyterlab"]
+    assert form.selected("jupyterlab--cpu") == "2"
+
+
+async def test_hostile_last_choices_never_reach_the_page(backend: FakeBackend) -> None:
+    spawner = make_spawner(user_options={"image": '"><script>alert(1)</script>'})
+    html = await spawner.get_options_form()
+    assert "<script>" not in html
+    assert "alert(1)" not in html
+
+
+async def test_the_form_shows_gpu_capacity(backend: FakeBackend) -> None:
+    backend.capacity = {"a40": GpuCapacity("a40", 1, 2)}
+    form = RenderedForm(await make_spawner("gpu").get_options_form())
+    assert "NVIDIA A40 (up to 2, 1 of 2 free)" in form.text
+
+
+async def test_a_slow_backend_never_blocks_the_form(backend: FakeBackend) -> None:
+    backend.capacity = {"a40": GpuCapacity("a40", 1, 2)}
+    backend.capacity_delay = 30
+    spawner = make_spawner("gpu", gpu_capacity_timeout=0.05)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    form = RenderedForm(await spawner.get_options_form())
+    assert loop.time() - began < 5
+    assert "free" not in form.text
+    assert "a40" in [c["value"] for c in form.named("jupyterlab--gpu")]
+
+
+async def test_a_failing_capacity_call_still_gives_a_form(backend: FakeBackend) -> None:
+    backend.capacity_error = RuntimeError("watch broken")
+    form = RenderedForm(await make_spawner("gpu").get_options_form())
+    assert "free" not in form.text
+    assert form.named("profile")
+
+
+async def test_capacity_is_not_asked_when_the_user_sees_no_gpu(backend: FakeBackend) -> None:
+    backend.capacity_error = AssertionError("must not be called")
+    await make_spawner().get_options_form()
+
+
+async def test_images_do_not_apply_on_a_backend_without_images(backend: FakeBackend) -> None:
+    backend.supports_images = False
+    backend.description = "local processes"
+    form = RenderedForm(await make_spawner().get_options_form())
+    assert "Images do not apply on this hub (its servers run as local processes)." in form.text
+    assert "jupyterlab--image" not in form.names()
+
+
+# --- form posts and query arguments ------------------------------------------------------------
+
+
+def test_options_from_form_returns_the_flat_request(backend: FakeBackend) -> None:
+    spawner = make_spawner("gpu", "projects")
+    posted = {
+        "_xsrf": ["token"],
+        "profile": ["jupyterlab"],
+        "jupyterlab--image": ["minimal"],
+        "jupyterlab--cpu": ["4"],
+        "jupyterlab--memory": ["16Gi"],
+        "jupyterlab--gpu": ["a40"],
+        "jupyterlab--gpu_count": ["2"],
+        "jupyterlab--mounts-shown": ["1"],
+        "rstudio--cpu": ["16"],
+    }
+    assert spawner.run_options_from_form(posted) == {
+        "profile": "jupyterlab",
+        "image": "minimal",
+        "gpu": "a40",
+        "gpu_count": "2",
+        "cpu": "4",
+        "memory": "16Gi",
+        "mounts": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("posted", "key"),
+    [
+        ({"profile": ["jupyterlab"], "jupyterlab--gpu": ["a40"]}, "gpu"),
+        ({"profile": ["nope"]}, "profile"),
+        ({"profile": ["jupyterlab"], "jupyterlab--memory": ["1Ti"]}, "memory"),
+        (
+            {
+                "profile": ["jupyterlab"],
+                "jupyterlab--image": [":custom"],
+                "jupyterlab--image-custom": ["cerit.io/x:1 extra"],
+            },
+            "image",
+        ),
+    ],
+)
+def test_forged_form_posts_are_refused_with_a_400(
+    backend: FakeBackend, posted: dict[str, list[str]], key: str
+) -> None:
+    with pytest.raises(web.HTTPError) as refused:
+        make_spawner().run_options_from_form(posted)
+    status, message = refusal(refused.value)
+    assert status == 400
+    assert message.startswith(f"{key}: ")
+    assert "allowed" in message
+
+
+def test_options_from_query_take_the_rest_keys(backend: FakeBackend) -> None:
+    spawner = make_spawner()
+    assert spawner.options_from_query({"profile": ["rstudio"], "cpu": ["4"]}) == {
+        "profile": "rstudio",
+        "cpu": "4",
+    }
+    with pytest.raises(web.HTTPError) as refused:
+        spawner.options_from_query({"gpu": ["a40"]})
+    assert refusal(refused.value)[0] == 400
+
+
+# --- start, stop, poll, progress, state --------------------------------------------------------
+
+
+async def test_start_resolves_renders_and_starts(backend: FakeBackend) -> None:
+    spawner = make_spawner("gpu", user_options={"gpu": "a40", "gpu_count": 2, "cpu": 4})
+    assert await spawner.start() == ("127.0.0.1", 4242)
+    (request,) = backend.started
+    assert request.identity == ServerIdentity(user="alice", server="")
+    assert request.options.gpu is not None and request.options.gpu.count == 2
+    assert request.options.cpu_limit == 4000
+    container = request.manifests.pod["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert request.single_user.cmd == ("jupyterhub-singleuser",)
+    env = dict(request.single_user.env)
+    assert env["JUPYTERHUB_USER"] == "alice"
+    assert spawner.resolved_options == request.options
+
+
+async def test_a_refused_request_starts_nothing(backend: FakeBackend) -> None:
+    spawner = make_spawner(user_options={"gpu": "a40"})
+    with pytest.raises(web.HTTPError) as refused:
+        spawner.run_pre_spawn_hook()
+    assert refusal(refused.value) == (400, "gpu: 'a40' is not allowed; allowed: none")
+    with pytest.raises(web.HTTPError):
+        await spawner.start()
+    assert backend.started == []
+
+
+async def test_unknown_keys_are_refused(backend: FakeBackend) -> None:
+    spawner = make_spawner(user_options={"profile": "jupyterlab", "privileged": True})
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner.start()
+    status, message = refusal(refused.value)
+    assert status == 400
+    assert message.startswith("privileged: True is not a request key")
+
+
+async def test_the_pre_spawn_hook_sees_the_resolved_options(backend: FakeBackend) -> None:
+    seen: list[object] = []
+    spawner = make_spawner(
+        user_options={"profile": "rstudio"},
+        pre_spawn_hook=lambda s: seen.append(s.resolved_options.profile),
+    )
+    spawner.run_pre_spawn_hook()
+    assert seen == ["rstudio"]
+    await spawner.start()
+    assert backend.started[0].options.profile == "rstudio"
+
+
+async def test_a_backend_error_reaches_the_user_as_its_message(backend: FakeBackend) -> None:
+    backend.fail = "No NVIDIA A40 is free right now; try another GPU type or later."
+    spawner = make_spawner("gpu", user_options={"gpu": "a40"})
+    with pytest.raises(web.HTTPError) as failed:
+        await spawner.start()
+    assert refusal(failed.value) == (503, backend.fail)
+
+
+async def test_a_reset_is_never_replayed(backend: FakeBackend) -> None:
+    spawner = make_spawner(user_options={"profile": "jupyterlab", "home": "reset", "cpu": 4})
+    await spawner.start()
+    assert backend.started[0].options.home is not None
+    assert backend.started[0].options.home.reset
+    assert spawner.user_options == {"profile": "jupyterlab", "cpu": 4}
+    assert spawner.orm_spawner.user_options == {"profile": "jupyterlab", "cpu": 4}
+
+
+async def test_state_round_trips_so_a_restarted_hub_finds_its_server(
+    backend: FakeBackend,
+) -> None:
+    spawner = make_spawner(server="work")
+    assert await spawner.poll() == 0  # never started
+    await spawner.start()
+    state = spawner.get_state()
+    assert state == {"backend": "fake", "server": {"pid": 7, "server": "work"}}
+    restarted = make_spawner(server="work")
+    restarted.load_state(state)
+    assert await restarted.poll() is None
+    await restarted.stop()
+    assert backend.stopped == [
+        (ServerIdentity(user="alice", server="work"), {"pid": 7, "server": "work"})
+    ]
+    restarted.clear_state()
+    assert restarted.get_state() == {}
+    assert await restarted.poll() == 0
+
+
+async def test_stopping_a_server_that_never_started_touches_nothing(
+    backend: FakeBackend,
+) -> None:
+    await make_spawner().stop()
+    assert backend.stopped == []
+
+
+async def test_progress_follows_the_backend(backend: FakeBackend) -> None:
+    events = [event async for event in make_spawner().progress()]
+    assert events == [
+        {"message": "Preparing the home folder", "progress": 20},
+        {"message": "Waiting for the server"},
+        {"message": "The server failed", "progress": 100, "failed": True},
+    ]
+
+
+async def test_the_environment_carries_the_profiles_default_url(backend: FakeBackend) -> None:
+    spawner = make_spawner(user_options={"profile": "rstudio"})
+    await spawner.start()
+    env = dict(backend.started[0].single_user.env)
+    assert env["JUPYTERHUB_DEFAULT_URL"] == "/rstudio"
+    assert "JUPYTERHUB_DEFAULT_URL" not in make_spawner().get_env()
+
+
+async def test_renaming_is_refused(backend: FakeBackend) -> None:
+    with pytest.raises(web.HTTPError) as refused:
+        await make_spawner(server="a").rename("a", "b")
+    assert refused.value.status_code == 400
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def test_the_backend_is_built_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[FakeBackend] = []
+
+    def factory(*, config: Any, log: Any) -> FakeBackend:
+        built.append(FakeBackend(config=config, log=log))
+        return built[-1]
+
+    monkeypatch.setattr(spawner_module, "_backends", {})
+    monkeypatch.setattr(spawner_module, "load_backend_class", lambda name: factory)
+    first, second = make_spawner(), make_spawner(server="other")
+    assert first.backend_object() is second.backend_object()
+    assert len(built) == 1
+    assert built[0].config is first.config
+
+
+def test_an_unknown_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spawner_module, "_backends", {})
+    spawner = make_spawner(backend="nonexistent")
+    with pytest.raises(web.HTTPError) as failed:
+        spawner.backend_object()
+    assert "no backend named 'nonexistent'" in refusal(failed.value)[1]
+
+
+def test_an_unset_profiles_dir_is_a_clear_error(backend: FakeBackend) -> None:
+    spawner = make_spawner(profiles_dir="")
+    with pytest.raises(web.HTTPError) as failed:
+        spawner.profile_set()
+    assert "profiles_dir is not set" in refusal(failed.value)[1]
+
+
+def test_configure_sets_the_hub_from_the_instance() -> None:
+    c = Config()
+    profiles = configure(c, PROFILES / "hub", backend="local")
+    assert profiles.instance.name == "hub"
+    assert c.JupyterHub.spawner_class is EInfraSpawner
+    assert c.EInfraSpawner.profiles_dir == str(PROFILES / "hub")
+    assert c.EInfraSpawner.backend == "local"
+    assert c.JupyterHub.allow_named_servers is True
+    assert c.JupyterHub.named_server_limit_per_user == 4  # plus the default server: 5
+    course = Config()
+    configure(course, PROFILES / "course")
+    assert course.JupyterHub.allow_named_servers is False
+    assert course.JupyterHub.named_server_limit_per_user == 0
+
+
+def test_configure_stops_at_a_broken_folder(tmp_path: Path) -> None:
+    (tmp_path / "instance.yaml").write_text("name: Broken!\ndisplay_name: x\nservers: 2\n")
+    (tmp_path / "a.yaml").write_text("slug: a\ndisplay_name: A\nimage: x:1\ncpu: lots\n")
+    with pytest.raises(ProfileError) as broken:
+        configure(Config(), tmp_path)
+    problems = {(Path(p.file).name, p.path) for p in broken.value.problems}
+    assert ("instance.yaml", "name") in problems
+    assert ("instance.yaml", "servers") in problems
+    assert ("a.yaml", "cpu.choices[0].value") in problems
+    assert ("a.yaml", "memory") in problems  # missing
+
+
+def test_configure_refuses_an_unknown_backend() -> None:
+    with pytest.raises(EInfraError, match="no backend named 'nope'"):
+        configure(Config(), PROFILES / "hub", backend="nope")
+
+
+def test_every_trait_help_opens_with_a_one_line_summary() -> None:
+    for name in ("profiles_dir", "backend", "gpu_capacity_timeout"):
+        trait = EInfraSpawner.class_traits()[name]
+        assert trait.metadata.get("config") is True
+        summary = trait.help.strip().splitlines()[0]
+        assert summary.endswith(".") and len(summary) <= 100, name
