@@ -28,9 +28,7 @@ def now() -> str:
 
 
 def timestamp_in(seconds: float) -> str:
-    return datetime.fromtimestamp(time.time() + seconds, timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    return datetime.fromtimestamp(time.time() + seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_uid() -> str:
@@ -112,8 +110,7 @@ def default_pod(pod: JsonDict) -> None:
         for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
             if key not in keys:
                 tolerations.append(
-                    {"key": key, "operator": "Exists", "effect": "NoExecute",
-                     "tolerationSeconds": 300}
+                    {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
                 )
     for group in ("initContainers", "containers"):
         for container in spec.get(group) or ():

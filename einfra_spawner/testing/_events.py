@@ -47,6 +47,7 @@ class EventRecorder:
         timestamp = now()
         name = names.get(key)
         if name is not None:
+
             def bump(event: JsonDict) -> None:
                 event["count"] = int(event.get("count", 1)) + 1
                 event["lastTimestamp"] = timestamp

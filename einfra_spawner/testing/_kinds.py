@@ -33,7 +33,10 @@ RESOURCES: dict[str, ResourceInfo] = {
     for info in (
         ResourceInfo("pods", "Pod", True, ("po",), returns_deleted_object=True),
         ResourceInfo(
-            "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",),
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            True,
+            ("pvc",),
             returns_deleted_object=True,
         ),
         ResourceInfo("secrets", "Secret", True),
@@ -41,8 +44,12 @@ RESOURCES: dict[str, ResourceInfo] = {
         ResourceInfo("events", "Event", True, ("ev",)),
         ResourceInfo("nodes", "Node", False, ("no",)),
         ResourceInfo(
-            "namespaces", "Namespace", False, ("ns",),
-            returns_deleted_object=True, name_is_label=True,
+            "namespaces",
+            "Namespace",
+            False,
+            ("ns",),
+            returns_deleted_object=True,
+            name_is_label=True,
         ),
     )
 }

@@ -46,28 +46,37 @@ class FakeNode:
 
 
 def default_nodes() -> list[FakeNode]:
-    """Two CPU nodes and GPU nodes of several types, including one split into MIG slices."""
-    def gpu_labels(product: str, count: int) -> dict[str, str]:
-        return {
+    """Two CPU nodes and GPU nodes of several types, including an A100 split into MIG slices.
+
+    The product labels are the ones NVIDIA's GPU feature discovery writes, and the ones the
+    reference profiles in ``profiles/`` select on.
+    """
+
+    def gpu(name: str, product: str, count: int, cpu: str, memory: str) -> FakeNode:
+        labels = {
             "nvidia.com/gpu.present": "true",
             "nvidia.com/gpu.product": product,
             "nvidia.com/gpu.count": str(count),
         }
+        return FakeNode(name, cpu=cpu, memory=memory, gpus={"nvidia.com/gpu": count}, labels=labels)
 
     return [
         FakeNode("cpu-1", cpu="32", memory="128Gi"),
         FakeNode("cpu-2", cpu="32", memory="128Gi"),
-        FakeNode("gpu-a40-1", cpu="64", memory="256Gi", gpus={"nvidia.com/gpu": 4},
-                 labels=gpu_labels("NVIDIA-A40", 4)),
-        FakeNode("gpu-a100-1", cpu="64", memory="512Gi", gpus={"nvidia.com/gpu": 2},
-                 labels=gpu_labels("NVIDIA-A100", 2)),
-        FakeNode("gpu-h100-1", cpu="96", memory="1Ti", gpus={"nvidia.com/gpu": 2},
-                 labels=gpu_labels("NVIDIA-H100", 2)),
+        gpu("gpu-a10-1", "NVIDIA-A10", 2, "32", "128Gi"),
+        gpu("gpu-a40-1", "NVIDIA-A40", 4, "64", "256Gi"),
+        gpu("gpu-a100-1", "NVIDIA-A100-80GB-PCIe", 2, "64", "512Gi"),
+        gpu("gpu-h100-1", "NVIDIA-H100-PCIe", 2, "96", "1Ti"),
         FakeNode(
-            "gpu-mig-1", cpu="64", memory="512Gi",
+            "gpu-mig-1",
+            cpu="64",
+            memory="512Gi",
             gpus={"nvidia.com/mig-1g.10gb": 4, "nvidia.com/mig-2g.20gb": 1},
-            labels={**gpu_labels("NVIDIA-A100-80GB-PCIe-MIG-mixed", 1),
-                    "nvidia.com/mig.strategy": "mixed"},
+            labels={
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": "NVIDIA-A100-80GB-PCIe-MIG-1g.10gb",
+                "nvidia.com/mig.strategy": "mixed",
+            },
         ),
     ]
 
@@ -138,12 +147,22 @@ def node_ip(index: int) -> str:
 
 
 def _node_from_mapping(item: Mapping[str, Any]) -> FakeNode:
-    known = {"name", "cpu", "memory", "gpus", "labels", "taints", "pods", "ephemeral_storage",
-             "unschedulable"}
+    known = {
+        "name",
+        "cpu",
+        "memory",
+        "gpus",
+        "labels",
+        "taints",
+        "pods",
+        "ephemeral_storage",
+        "unschedulable",
+    }
     unknown = set(item) - known
     if unknown:
-        raise ValueError(f"unknown keys in node {item.get('name')!r}: {sorted(unknown)}; "
-                         f"allowed: {sorted(known)}")
+        raise ValueError(
+            f"unknown keys in node {item.get('name')!r}: {sorted(unknown)}; allowed: {sorted(known)}"
+        )
     if "name" not in item:
         raise ValueError(f"a node needs a name: {dict(item)!r}")
     return FakeNode(
@@ -180,5 +199,11 @@ def dump_nodes(nodes: Sequence[FakeNode]) -> str:
             item["labels"] = dict(node.labels)
         if node.taints:
             item["taints"] = [dict(taint) for taint in node.taints]
+        if node.pods != 110:
+            item["pods"] = node.pods
+        if node.ephemeral_storage != "100Gi":
+            item["ephemeral_storage"] = node.ephemeral_storage
+        if node.unschedulable:
+            item["unschedulable"] = True
         items.append(item)
     return yaml.safe_dump({"nodes": items}, sort_keys=False)

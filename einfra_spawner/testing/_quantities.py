@@ -41,8 +41,7 @@ _MULTIPLIERS: dict[str, Fraction] = {
 
 # The message the real server uses when a quantity does not parse.
 QUANTITY_PATTERN_MESSAGE = (
-    "quantities must match the regular expression "
-    "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 )
 
 

@@ -52,8 +52,16 @@ from ._validate import ObjectValidator
 JsonDict = dict[str, Any]
 PodDeletionHook = Callable[[JsonDict], None]
 
-_SERVER_SET_METADATA = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
-                        "deletionGracePeriodSeconds", "selfLink", "managedFields", "generation")
+_SERVER_SET_METADATA = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+    "managedFields",
+    "generation",
+)
 _DEFAULTERS: dict[str, Callable[[JsonDict], None]] = {
     "Pod": default_pod,
     "PersistentVolumeClaim": default_pvc,
@@ -109,9 +117,9 @@ class ResourceApi:
             raise not_found("namespaces", namespace)
         if for_create and ns["metadata"].get("deletionTimestamp"):
             raise forbidden(
-                "namespaces", namespace,
-                f"unable to create new content in namespace {namespace} because it is being "
-                "terminated",
+                "namespaces",
+                namespace,
+                f"unable to create new content in namespace {namespace} because it is being terminated",
             )
 
     def _get(self, info: ResourceInfo, namespace: str, name: str) -> JsonDict:
@@ -129,8 +137,7 @@ class ResourceApi:
             raise bad_request("the body of the request was in an unknown format")
         if body.get("kind") not in (None, info.kind) or body.get("apiVersion") not in (None, "v1"):
             raise bad_request(
-                f'{body.get("kind")} in version "{body.get("apiVersion")}" cannot be handled as '
-                f"a {info.kind}"
+                f'{body.get("kind")} in version "{body.get("apiVersion")}" cannot be handled as a {info.kind}'
             )
         body["apiVersion"] = "v1"
         body["kind"] = info.kind
@@ -143,8 +150,7 @@ class ResourceApi:
         if info.namespaced:
             if metadata.get("namespace") not in (None, "", namespace):
                 raise bad_request(
-                    "the namespace of the provided object does not match the namespace sent on "
-                    "the request"
+                    "the namespace of the provided object does not match the namespace sent on the request"
                 )
             metadata["namespace"] = ns = namespace
             self._require_namespace(namespace, for_create=True)
@@ -158,7 +164,8 @@ class ResourceApi:
             while self.store.get(resource, ns, name) is not None:
                 name = generate + name_suffix()
             metadata["name"] = name
-        body.pop("status", None)
+        if not trusted:
+            body.pop("status", None)  # status is written by controllers, never on create
         defaulter = _DEFAULTERS.get(info.kind)
         if defaulter is not None:
             defaulter(body)
@@ -174,7 +181,7 @@ class ResourceApi:
             if PVC_PROTECTION not in finalizers:
                 finalizers.append(PVC_PROTECTION)
         status = initial_status(info.kind, body)
-        if status is not None:
+        if status is not None and "status" not in body:
             body["status"] = status
         self.store.add(resource, ns, body)
         return body
@@ -201,7 +208,8 @@ class ResourceApi:
         if continue_token:
             after = _decode_continue(continue_token)
             objects = [
-                obj for obj in objects
+                obj
+                for obj in objects
                 if (obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) > after
             ]
         items: list[JsonDict] = []
@@ -289,7 +297,8 @@ class ResourceApi:
                 wanted = preconditions.get(key)
                 if wanted is not None and wanted != metadata.get(key):
                     raise conflict(
-                        resource, name,
+                        resource,
+                        name,
                         f"Precondition failed: {label} in precondition: {wanted}, {label} in "
                         f"object meta: {metadata.get(key)}",
                     )
@@ -316,7 +325,7 @@ class ResourceApi:
             new["metadata"]["deletionGracePeriodSeconds"] = grace
 
         updated = self.update(info.name, ns, obj["metadata"]["name"], mark)
-        assert updated is not None  # noqa: S101 - the object was read just before
+        assert updated is not None  # the object was read just before
         return updated
 
     def _delete_pod(self, pod: JsonDict, grace_period: int | None) -> JsonDict:
@@ -361,8 +370,7 @@ class ResourceApi:
 
     # --- patch and replace ---------------------------------------------------------------
 
-    def patch(self, resource: str, namespace: str, name: str, body: bytes,
-              content_type: str) -> JsonDict:
+    def patch(self, resource: str, namespace: str, name: str, body: bytes, content_type: str) -> JsonDict:
         info = resource_info(resource)
         old = self._get(info, namespace, name)
         try:
@@ -379,15 +387,22 @@ class ResourceApi:
                 raise bad_request("a merge patch must be a JSON object")
             wanted_rv = (patch.get("metadata") or {}).get("resourceVersion")
             if wanted_rv is not None and wanted_rv != old["metadata"]["resourceVersion"]:
-                raise conflict(resource, name, "the object has been modified; please apply your "
-                               "changes to the latest version and try again")
+                raise conflict(
+                    resource,
+                    name,
+                    "the object has been modified; please apply your "
+                    "changes to the latest version and try again",
+                )
             new = apply_merge_patch(copy_json(old), patch)
         else:
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"the body of the request was in an unknown format - accepted media "
-                           f"types include: application/json-patch+json, "
-                           f"application/merge-patch+json, "
-                           f"application/strategic-merge-patch+json; got {content_type!r}")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media "
+                f"types include: application/json-patch+json, "
+                f"application/merge-patch+json, "
+                f"application/strategic-merge-patch+json; got {content_type!r}",
+            )
         return self._write_update(info, namespace, old, new)
 
     def replace(self, resource: str, namespace: str, name: str, body: object) -> JsonDict:
@@ -399,22 +414,31 @@ class ResourceApi:
             raise bad_request("the name of the object does not match the name on the URL")
         wanted_rv = body["metadata"].get("resourceVersion")
         if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
-            raise conflict(resource, name, "the object has been modified; please apply your "
-                           "changes to the latest version and try again")
+            raise conflict(
+                resource,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
         body.setdefault("apiVersion", "v1")
         body.setdefault("kind", info.kind)
         if info.kind == "Secret":
             default_secret(body)
         return self._write_update(info, namespace, old, body)
 
-    def _write_update(self, info: ResourceInfo, namespace: str, old: JsonDict,
-                      new: JsonDict) -> JsonDict:
+    def _write_update(self, info: ResourceInfo, namespace: str, old: JsonDict, new: JsonDict) -> JsonDict:
         ns = namespace if info.namespaced else ""
         metadata = new.get("metadata")
         if not isinstance(metadata, dict):
             raise bad_request("metadata must be an object")
-        for key in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                    "deletionGracePeriodSeconds", "resourceVersion"):
+        for key in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+        ):
             if key in old["metadata"]:
                 metadata[key] = old["metadata"][key]
             else:
@@ -424,12 +448,18 @@ class ResourceApi:
         else:
             new.pop("status", None)
         if info.kind in _SPEC_IMMUTABLE and new.get("spec") != old.get("spec"):
-            raise invalid(info.kind, metadata["name"], [{
-                "reason": "FieldValueForbidden",
-                "field": "spec",
-                "message": "Forbidden: the fake API server only allows changes to metadata of "
-                           f"{info.name} (labels, annotations, finalizers)",
-            }])
+            raise invalid(
+                info.kind,
+                metadata["name"],
+                [
+                    {
+                        "reason": "FieldValueForbidden",
+                        "field": "spec",
+                        "message": "Forbidden: the fake API server only allows changes to metadata of "
+                        f"{info.name} (labels, annotations, finalizers)",
+                    }
+                ],
+            )
         if self.validator is not None:
             self.validator.validate(info, new)
         if new == old:

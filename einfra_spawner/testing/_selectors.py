@@ -197,7 +197,7 @@ _DEFAULTS = {"spec.unschedulable": "false", "spec.hostNetwork": "false"}
 
 def _getter_for(resource: str, field: str) -> _FieldGetter:
     if field not in _COMMON_FIELDS and field not in _FIELDS.get(resource, ()):
-        raise bad_request(f'field label not supported: {field}')
+        raise bad_request(f"field label not supported: {field}")
     if field == "source":
         return _path_getter("source.component")
     return _path_getter(field, _DEFAULTS.get(field, ""))

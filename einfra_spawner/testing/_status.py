@@ -97,9 +97,7 @@ def not_found(resource: str, name: str) -> ApiError:
 
 def resource_not_found() -> ApiError:
     """404 for a path the server does not serve at all (an unknown resource type)."""
-    return ApiError(
-        404, "NotFound", "the server could not find the requested resource", details={}
-    )
+    return ApiError(404, "NotFound", "the server could not find the requested resource", details={})
 
 
 def already_exists(resource: str, name: str) -> ApiError:

@@ -147,11 +147,7 @@ class Store:
         if namespace is not None:
             objects = by_namespace.get(namespace, {})
             return [objects[name] for name in sorted(objects)]
-        return [
-            by_namespace[ns][name]
-            for ns in sorted(by_namespace)
-            for name in sorted(by_namespace[ns])
-        ]
+        return [by_namespace[ns][name] for ns in sorted(by_namespace) for name in sorted(by_namespace[ns])]
 
     def iter_objects(self, resource: str, namespace: str | None = None) -> Iterator[JsonDict]:
         """Unsorted and cheaper than :meth:`items`, for the scheduler's bookkeeping."""
@@ -167,8 +163,9 @@ class Store:
 
     # --- writes --------------------------------------------------------------------------
 
-    def _record(self, resource: str, namespace: str, type_: str, obj: JsonDict,
-                old: JsonDict | None) -> Change:
+    def _record(
+        self, resource: str, namespace: str, type_: str, obj: JsonDict, old: JsonDict | None
+    ) -> Change:
         change = Change(self.resource_version, resource, namespace, type_, obj, old)
         if len(self._history) >= self._history_limit:
             self._compacted = self._history.popleft().rv
@@ -260,13 +257,16 @@ class Store:
         return dropped
 
     def compact(self) -> None:
-        """Forget the history, so watches from any older resourceVersion get 410 Expired."""
+        """Forget the history, so watches from any older resourceVersion get 410 Expired.
+
+        The counter moves on by one, without a change: every version a client has seen is
+        now too old, while the version of a fresh list is a valid start for a watch.
+        """
         self._history.clear()
+        self.resource_version += 1
         self._compacted = self.resource_version
 
     def expired_event(self, since: int) -> bytes:
         """The ERROR event a watch receives when it starts from a compacted version."""
-        status = status_body(
-            410, "Expired", f"too old resource version: {since} ({self._compacted + 1})"
-        )
+        status = status_body(410, "Expired", f"too old resource version: {since} ({self._compacted + 1})")
         return event_line("ERROR", status)

@@ -18,11 +18,12 @@ import base64
 import binascii
 import json
 import re
+import sys
 from collections.abc import Callable
 from fractions import Fraction
 from functools import lru_cache
 from importlib import resources as importlib_resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._kinds import ResourceInfo
 from ._names import (
@@ -34,6 +35,12 @@ from ._names import (
 )
 from ._quantities import QuantityError, format_quantity, parse_quantity
 from ._status import invalid
+
+if TYPE_CHECKING:  # pragma: no cover
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 JsonDict = dict[str, Any]
 Cause = JsonDict
@@ -80,9 +87,14 @@ def is_extended_resource(name: str) -> bool:
 # --- the OpenAPI schema ----------------------------------------------------------------------
 
 
+def _schema_root() -> Traversable:
+    # Python 3.10's Traversable.joinpath takes a single name, hence one call per level.
+    return importlib_resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
+
+
 def _schema_directory(version: str) -> str:
     """The newest strict schema directory kubernetes-validate ships that is <= ``version``."""
-    base = importlib_resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
+    base = _schema_root()
     wanted = tuple(int(part) for part in version.lstrip("v").split(".")[:2])
     available: list[tuple[tuple[int, int], str]] = []
     for entry in base.iterdir():
@@ -98,12 +110,10 @@ def _schema_directory(version: str) -> str:
 @lru_cache(maxsize=32)
 def _schema_validator(version: str, kind: str) -> Any:
     """A compiled Draft 2020-12 validator for one kind, built once per process."""
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
     from referencing import Registry, Resource
 
-    directory = importlib_resources.files("kubernetes_validate").joinpath(
-        "kubernetes-json-schema", _schema_directory(version)
-    )
+    directory = _schema_root().joinpath(_schema_directory(version))
     schema = json.loads(directory.joinpath(f"{kind.lower()}-v1.json").read_text())
     definitions = _definitions(_schema_directory(version))
     # The kind schemas refer to "/api/_definitions.json"; both documents carry their own ids.
@@ -115,9 +125,7 @@ def _schema_validator(version: str, kind: str) -> Any:
 @lru_cache(maxsize=4)
 def _definitions(directory_name: str) -> Any:
     """The shared definitions (about 4 MB of JSON), loaded once per schema version."""
-    path = importlib_resources.files("kubernetes_validate").joinpath(
-        "kubernetes-json-schema", directory_name, "_definitions.json"
-    )
+    path = _schema_root().joinpath(directory_name).joinpath("_definitions.json")
     return json.loads(path.read_text())
 
 
@@ -155,8 +163,9 @@ def _schema_causes(version: str, kind: str, obj: JsonDict) -> list[Cause]:
             )
         elif error.validator in ("type", "oneOf", "anyOf"):
             causes.append(
-                _cause("FieldValueTypeInvalid", field, f"Invalid value: {_q(error.instance)}: "
-                       f"{error.message}")
+                _cause(
+                    "FieldValueTypeInvalid", field, f"Invalid value: {_q(error.instance)}: {error.message}"
+                )
             )
         else:
             causes.append(_invalid_value(field, error.instance, error.message))
@@ -165,8 +174,7 @@ def _schema_causes(version: str, kind: str, obj: JsonDict) -> list[Cause]:
 
 def preload_schema(version: str = DEFAULT_SCHEMA_VERSION) -> None:
     """Compile the validators up front so the first request does not pay for it."""
-    for kind in ("Pod", "PersistentVolumeClaim", "Secret", "ConfigMap", "Event", "Node",
-                 "Namespace"):
+    for kind in ("Pod", "PersistentVolumeClaim", "Secret", "ConfigMap", "Event", "Node", "Namespace"):
         _schema_validator(version, kind)
 
 
@@ -198,8 +206,7 @@ def _check_metadata(info: ResourceInfo, metadata: JsonDict, causes: list[Cause])
     size = sum(len(str(key)) + len(str(value)) for key, value in annotations.items())
     if size > 256 * 1024:
         causes.append(
-            _cause("FieldValueTooLong", "metadata.annotations",
-                   "Too long: must have at most 262144 bytes")
+            _cause("FieldValueTooLong", "metadata.annotations", "Too long: must have at most 262144 bytes")
         )
 
 
@@ -248,14 +255,16 @@ def _check_resources(path: str, resources: JsonDict, causes: list[Cause]) -> Non
             elif limit is not None and request != limit:
                 causes.append(
                     _invalid_value(
-                        f"{path}.requests", format_quantity(request),
+                        f"{path}.requests",
+                        format_quantity(request),
                         f"must be equal to {name} limit of {format_quantity(limit)}",
                     )
                 )
         elif limit is not None and request > limit:
             causes.append(
                 _invalid_value(
-                    f"{path}.requests", format_quantity(request),
+                    f"{path}.requests",
+                    format_quantity(request),
                     f"must be less than or equal to {name} limit of {format_quantity(limit)}",
                 )
             )
@@ -313,8 +322,9 @@ def _check_containers(spec: JsonDict, volumes: set[str], causes: list[Cause]) ->
                 mount_path = f"{path}.volumeMounts[{mount_index}]"
                 if mount.get("name") not in volumes:
                     causes.append(
-                        _cause("FieldValueNotFound", f"{mount_path}.name",
-                               f"Not found: {_q(mount.get('name'))}")
+                        _cause(
+                            "FieldValueNotFound", f"{mount_path}.name", f"Not found: {_q(mount.get('name'))}"
+                        )
                     )
                 if not mount.get("mountPath"):
                     causes.append(_required(f"{mount_path}.mountPath"))
@@ -322,8 +332,11 @@ def _check_containers(spec: JsonDict, volumes: set[str], causes: list[Cause]) ->
                 number = _dict(port).get("containerPort")
                 if isinstance(number, int) and not 0 < number < 65536:
                     causes.append(
-                        _invalid_value(f"{path}.ports[{port_index}].containerPort", number,
-                                       "must be between 1 and 65535, inclusive")
+                        _invalid_value(
+                            f"{path}.ports[{port_index}].containerPort",
+                            number,
+                            "must be between 1 and 65535, inclusive",
+                        )
                     )
 
 
@@ -335,16 +348,18 @@ def _check_pod(obj: JsonDict, causes: list[Cause]) -> None:
     if policy is not None and policy not in _RESTART_POLICIES:
         allowed = ", ".join(_q(value) for value in _RESTART_POLICIES)
         causes.append(
-            _cause("FieldValueNotSupported", "spec.restartPolicy",
-                   f"Unsupported value: {_q(policy)}: supported values: {allowed}")
+            _cause(
+                "FieldValueNotSupported",
+                "spec.restartPolicy",
+                f"Unsupported value: {_q(policy)}: supported values: {allowed}",
+            )
         )
     for key, value in _dict(spec.get("nodeSelector")).items():
         error = qualified_name_error(key)
         if error is not None:
             causes.append(_invalid_value("spec.nodeSelector", key, error))
         if isinstance(value, str) and label_value_error(value) is not None:
-            causes.append(_invalid_value(f"spec.nodeSelector[{key}]", value, label_value_error(value)
-                                         or ""))
+            causes.append(_invalid_value(f"spec.nodeSelector[{key}]", value, label_value_error(value) or ""))
 
 
 def _check_pvc(obj: JsonDict, causes: list[Cause]) -> None:
@@ -356,8 +371,11 @@ def _check_pvc(obj: JsonDict, causes: list[Cause]) -> None:
         if mode not in _ACCESS_MODES:
             allowed = ", ".join(_q(value) for value in _ACCESS_MODES)
             causes.append(
-                _cause("FieldValueNotSupported", "spec.accessModes",
-                       f"Unsupported value: {_q(mode)}: supported values: {allowed}")
+                _cause(
+                    "FieldValueNotSupported",
+                    "spec.accessModes",
+                    f"Unsupported value: {_q(mode)}: supported values: {allowed}",
+                )
             )
     requests = _dict(_dict(spec.get("resources")).get("requests"))
     if "storage" not in requests:
@@ -366,8 +384,7 @@ def _check_pvc(obj: JsonDict, causes: list[Cause]) -> None:
         storage = _check_quantity("spec.resources[storage]", requests["storage"], causes)
         if storage is not None and storage <= 0:
             causes.append(
-                _invalid_value("spec.resources[storage]", requests["storage"],
-                               "must be greater than zero")
+                _invalid_value("spec.resources[storage]", requests["storage"], "must be greater than zero")
             )
 
 
@@ -381,9 +398,7 @@ def _check_data(obj: JsonDict, binary_key: str, causes: list[Cause]) -> None:
                 try:
                     base64.b64decode(value, validate=True)
                 except (binascii.Error, ValueError):
-                    causes.append(
-                        _invalid_value(f"{section}[{key}]", "<redacted>", "illegal base64 data")
-                    )
+                    causes.append(_invalid_value(f"{section}[{key}]", "<redacted>", "illegal base64 data"))
 
 
 def _check_secret(obj: JsonDict, causes: list[Cause]) -> None:
@@ -436,9 +451,7 @@ class ObjectValidator:
             own_fields = {_map_keys_as_dots(cause["field"]) for cause in causes}
             for cause in _schema_causes(self.schema_version, info.kind, obj):
                 field = cause["field"]
-                if field not in own_fields and not any(
-                    field.startswith(own + ".") for own in own_fields
-                ):
+                if field not in own_fields and not any(field.startswith(own + ".") for own in own_fields):
                     causes.append(cause)
         if causes:
             name = _dict(obj.get("metadata")).get("name") or ""

@@ -1,0 +1,15 @@
+"""Fixtures for the harness's own tests (the harness's fixtures come from its pytest plugin,
+registered as the ``pytest11`` entry point ``einfra_spawner_testing``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_asyncio
+from kubernetes_asyncio import client
+
+
+@pytest_asyncio.fixture
+async def v1(k8s_api_client: Any) -> client.CoreV1Api:
+    """CoreV1Api of the real kubernetes_asyncio client, pointed at ``fake_k8s``."""
+    return client.CoreV1Api(k8s_api_client)
