@@ -18,6 +18,8 @@ Optional attributes the spawner reads when a backend has them:
 * ``reset_keeps_old_home: bool`` (default ``True``): whether a home reset keeps the old home
   aside (local) or deletes it (a Kubernetes volume); the form words the reset box accordingly.
 * ``namespace_for(identity) -> str``: the Kubernetes namespace of a server, for the renderer.
+* ``listen_ip: str``: the address single-user servers must listen on (``0.0.0.0`` in a pod,
+  whose network namespace is its own); the spawner puts it into ``JUPYTERHUB_SERVICE_URL``.
 """
 
 from __future__ import annotations

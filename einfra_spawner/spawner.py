@@ -274,11 +274,20 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         self._pending = None
         self._options = options
         identity = self.identity()
+        # JupyterHub tells the server where to listen through JUPYTERHUB_SERVICE_URL (get_env),
+        # built from ip and port. A backend may say where its servers listen: a pod on every
+        # address of its own network namespace. The local backend rewrites that URL itself with
+        # the loopback address and a free port of its own.
+        listen_ip = getattr(self.backend_object(), "listen_ip", None)
+        if isinstance(listen_ip, str) and listen_ip:
+            self.ip = listen_ip
+        port: int = self.port or SingleUser().port  # type: ignore[has-type]  # a traitlets Integer
+        self.port = port
         single_user = SingleUser(
             cmd=tuple(self.cmd),
             args=tuple(self.get_args()),
             env=tuple((key, str(value)) for key, value in self.get_env().items()),
-            port=self.port or SingleUser().port,
+            port=port,
         )
         manifests = render_manifests(options, identity, single_user)
         self._forget_reset()

@@ -98,7 +98,7 @@ def failure_from_event(
     if reason == "FailedScheduling":
         return unschedulable_message(message, options, capacity)
     if reason == "FailedMount" and "not found" in message:
-        secret = re.search(r'secret "([^"]+)" not found', message)
+        secret = re.search(r'secrets? "([^"]+)" not found', message)
         if secret:
             return (
                 f"The credentials for one of your storages are missing (secret {secret.group(1)!r} "

@@ -79,6 +79,8 @@ class KubernetesBackend(LoggingConfigurable):
     """Runs each single-user server as a pod; see ``docs/backends/kubernetes.md``."""
 
     supports_images = True
+    #: A pod has a network namespace of its own: its server listens on every address in it.
+    listen_ip = "0.0.0.0"  # noqa: S104
     #: Resetting a home on Kubernetes deletes its volume (after the user asked, in that request).
     reset_keeps_old_home = False
 
@@ -205,6 +207,7 @@ class KubernetesBackend(LoggingConfigurable):
                     )
                 else:
                     config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                self.log.info("Kubernetes API at %s", configuration.host)
                 self._api_client = client.ApiClient(configuration)
                 policy = RetryPolicy(timeout=self.request_timeout, attempts=self.request_attempts)
                 self._api = KubeApi(self._api_client, policy, self.log)

@@ -6,7 +6,9 @@ cookie secret, homes, logs) goes to one state folder. Environment variables (all
 
 * ``EINFRA_DEMO_STATE``: the state folder (default: ``demo-state/hub`` under the working folder);
 * ``EINFRA_DEMO_PROFILES``: the instance folder (default: this repository's ``profiles/hub``);
-* ``EINFRA_DEMO_BACKEND``: ``local`` (default); ``kubernetes`` is to come;
+* ``EINFRA_DEMO_BACKEND``: ``local`` (default), or ``kubernetes``: the Kubernetes backend against
+  the fake API server of ``einfra_spawner.testing`` in process mode (a test harness, not a
+  cluster: each pod runs as a local process on its own 127.0.0.N address);
 * ``EINFRA_DEMO_PORT``: the port on 127.0.0.1 (default 8000).
 
 The end-to-end tests load this file and override only ports, paths and an API token.
@@ -46,9 +48,17 @@ if backend == "local":
     # servers only count GPUs; they get no device).
     c.LocalBackend.gpu_inventory = {"a40": 2, "mig-1g.10gb": 7}
 elif backend == "kubernetes":
-    # The Kubernetes backend's demo settings (namespace, the fake API server of
-    # einfra_spawner.testing in process mode) are to be added here with that backend.
-    raise SystemExit("The kubernetes demo backend is not available yet; use --backend local.")
+    from einfra_spawner.demo.harness import start_harness
+
+    c.KubernetesBackend.api_url = os.environ.get("EINFRA_DEMO_K8S_URL") or start_harness(
+        state, [name for name, groups in DEMO_USERS.items() if "meta" in groups][:1]
+    )
+    c.KubernetesBackend.namespace = "default"
+    c.KubernetesBackend.delete_grace_seconds = 1
+    if os.geteuid() == 0:
+        # In a real cluster the pod runs as uid 1000; the harness runs its command as a local
+        # process of this (root) user, which jupyterhub-singleuser refuses without this flag.
+        c.Spawner.args = ["--allow-root"]
 
 # Users: one shared password; the demo users' groups are loaded as an SSO login would bring them.
 c.JupyterHub.authenticator_class = DemoAuthenticator

@@ -51,6 +51,20 @@ def config_problem(store: Store, pod: JsonDict) -> tuple[str, str, str, str] | N
                 sources.append(("secret", projected["secret"]))
             if projected.get("configMap"):
                 sources.append(("configmap", projected["configMap"]))
+        csi_secret = ((volume.get("csi") or {}).get("nodePublishSecretRef") or {}).get("name")
+        if csi_secret and missing("secret", csi_secret):
+            # The wording of the kubelet's CSI mounter, which fetches the secret at mount time.
+            text = (
+                f"kubernetes.io/csi: mounter.SetUpAt failed: fetching NodePublishSecretRef "
+                f"{namespace}/{csi_secret} failed: kubernetes.io/csi: failed to find the secret "
+                f'{csi_secret} in the namespace {namespace} with error: secrets "{csi_secret}" not found'
+            )
+            return (
+                "FailedMount",
+                f'MountVolume.SetUp failed for volume "{volume.get("name")}" : {text}',
+                "ContainerCreating",
+                "",
+            )
         for kind, source in sources:
             if source.get("name") and not source.get("optional") and missing(kind, source["name"]):
                 text = f'{kind} "{source["name"]}" not found'

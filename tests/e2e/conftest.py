@@ -65,6 +65,7 @@ class Hub:
     proxy_token: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    backend: str = "local"
 
     @property
     def url(self) -> str:
@@ -115,7 +116,7 @@ c.JupyterHub.log_level = "DEBUG"
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "EINFRA_DEMO_STATE": str(self.root / "state"),
             "EINFRA_DEMO_PORT": str(self.port),
-            "EINFRA_DEMO_BACKEND": "local",
+            "EINFRA_DEMO_BACKEND": self.backend,
         }
         env.pop("JUPYTERHUB_API_TOKEN", None)
         self.starts += 1
@@ -169,9 +170,7 @@ c.JupyterHub.log_level = "DEBUG"
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    def request(
-        self, method: str, path: str, body: object = None, *, token: str | None = None
-    ) -> Response:
+    def request(self, method: str, path: str, body: object = None, *, token: str | None = None) -> Response:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Authorization", f"token {token or self.token}")
@@ -225,8 +224,10 @@ c.JupyterHub.log_level = "DEBUG"
         response = self.api("DELETE", server_path(user, name))
         assert response.status in (202, 204), response.text
         self.wait_for(
-            lambda: not (self.server(user, name) or {}).get("pending")
-            and not (self.server(user, name) or {}).get("ready"),
+            lambda: (
+                not (self.server(user, name) or {}).get("pending")
+                and not (self.server(user, name) or {}).get("ready")
+            ),
             f"{user}/{name} to stop",
         )
 
@@ -259,9 +260,7 @@ def kill_leftovers(root: Path) -> list[int]:
         candidates.add(int(pid_file.read_text().strip()))
     marker = f"HOME={root}".encode()
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and any(
-            item.startswith(marker) for item in _environ(entry).split(b"\0")
-        ):
+        if entry.isdigit() and any(item.startswith(marker) for item in _environ(entry).split(b"\0")):
             candidates.add(int(entry))
     for pid in candidates:
         try:
@@ -276,6 +275,18 @@ def kill_leftovers(root: Path) -> list[int]:
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """The session's hub, started once; tests use their own users or servers."""
     running = Hub(root=tmp_path_factory.mktemp("hub"))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def k8s_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """A hub on the Kubernetes backend, against the fake API server in process mode (started and
+    stopped by the hub itself, see einfra_spawner/demo/harness.py)."""
+    running = Hub(root=tmp_path_factory.mktemp("k8s-hub"), backend="kubernetes")
     try:
         running.start()
         yield running

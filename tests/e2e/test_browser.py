@@ -109,9 +109,7 @@ async def test_a_user_chooses_options_starts_and_lands_in_jupyterlab(
         await capture_progress(page, artifacts / "progress.png")
         await page.wait_for_url("**/user/ada/lab**", timeout=60_000)
         await expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
-        await expect(page.locator(".jp-Launcher-body, .jp-Launcher").first).to_be_visible(
-            timeout=60_000
-        )
+        await expect(page.locator(".jp-Launcher-body, .jp-Launcher").first).to_be_visible(timeout=60_000)
         await page.screenshot(path=str(artifacts / "jupyterlab.png"))
         assert any("/hub/spawn-pending/ada" in url for url in visited), visited
     finally:

@@ -226,8 +226,7 @@ def test_a_user_with_no_profile_gets_an_explanation() -> None:
     only_gated = instance(
         {
             "instance.yaml": "name: x\ndisplay_name: X\n",
-            "a.yaml": "slug: a\ndisplay_name: A\ngroups: [g]\nimage: quay.io/a/b:1\n"
-            "cpu: 1\nmemory: 1Gi\n",
+            "a.yaml": "slug: a\ndisplay_name: A\ngroups: [g]\nimage: quay.io/a/b:1\ncpu: 1\nmemory: 1Gi\n",
         }
     )
     form = form_for(only_gated, NOBODY)
@@ -373,9 +372,7 @@ def test_values_are_escaped() -> None:
     forged = dataclasses.replace(
         profile,
         display_name=hostile,
-        image=ImageView(
-            select=select, custom=TextInput(name="x", id="x", label="Custom", value=hostile)
-        ),
+        image=ImageView(select=select, custom=TextInput(name="x", id="x", label="Custom", value=hostile)),
     )
     html = _form_template().render(form=dataclasses.replace(view, profiles=(forged,)))
     assert "<script>" not in html
@@ -404,9 +401,7 @@ def resolved_from(
     ("profiles", "user"),
     [(HUB, NOBODY), (HUB, EVERYTHING), (COURSE, NOBODY), (AI, NOBODY), (GATED, NOBODY)],
 )
-def test_the_form_submitted_unchanged_gives_the_defaults(
-    profiles: ProfileSet, user: UserContext
-) -> None:
+def test_the_form_submitted_unchanged_gives_the_defaults(profiles: ProfileSet, user: UserContext) -> None:
     form = form_for(profiles, user)
     _, resolved = resolved_from(form, profiles, user)
     assert resolved == resolve_options(profiles, user, {})
@@ -461,9 +456,7 @@ def test_choices_made_on_the_form_are_read() -> None:
 
 def test_only_the_chosen_profiles_fields_are_read() -> None:
     form = form_for(HUB, EVERYTHING)
-    request, resolved = resolved_from(
-        form, HUB, EVERYTHING, profile="rstudio", **{"jupyterlab--cpu": "32"}
-    )
+    request, resolved = resolved_from(form, HUB, EVERYTHING, profile="rstudio", **{"jupyterlab--cpu": "32"})
     assert request["profile"] == "rstudio"
     assert request["cpu"] == "2"
     assert resolved.cpu_limit == 2000
@@ -486,9 +479,7 @@ def test_gpu_count_is_dropped_without_a_gpu() -> None:
         "jupyterlab--gpu_count": ["3"],
     }
     assert request_from_form(posted, HUB, GPU_USER) == {"profile": "jupyterlab", "gpu": "none"}
-    assert "gpu_count" not in request_from_form(
-        {"jupyterlab--gpu_count": ["2"]}, HUB, GPU_USER
-    )
+    assert "gpu_count" not in request_from_form({"jupyterlab--gpu_count": ["2"]}, HUB, GPU_USER)
 
 
 def test_the_custom_image_field_is_used_only_when_chosen() -> None:
@@ -526,20 +517,42 @@ def test_a_form_without_profile_reads_the_default_profiles_fields() -> None:
         ({"profile": ["jupyterlab"], "jupyterlab--cpu": ["64"]}, NOBODY, "cpu"),
         ({"profile": ["jupyterlab"], "jupyterlab--cpu": ["2", "4"]}, NOBODY, "cpu"),
         ({"profile": ["jupyterlab", "rstudio"]}, NOBODY, "profile"),
-        ({"profile": ["jupyterlab"], "jupyterlab--mounts-shown": ["1"],
-          "jupyterlab--mounts": ["metacentrum"]}, GPU_USER, "mounts"),
-        ({"profile": ["jupyterlab"], "jupyterlab--gpu": ["a40"],
-          "jupyterlab--gpu_count": ["3"]}, GPU_USER, "gpu_count"),
-        ({"profile": ["jupyterlab"], "jupyterlab--image": [CUSTOM_IMAGE_VALUE],
-          "jupyterlab--image-custom": ["cerit.io/x:1 extra"]}, NOBODY, "image"),
-        ({"profile": ["jupyterlab"], "jupyterlab--image": [CUSTOM_IMAGE_VALUE],
-          "jupyterlab--image-custom": ["cerit.io/x:1.evil.com/y"]}, NOBODY, "image"),
+        (
+            {
+                "profile": ["jupyterlab"],
+                "jupyterlab--mounts-shown": ["1"],
+                "jupyterlab--mounts": ["metacentrum"],
+            },
+            GPU_USER,
+            "mounts",
+        ),
+        (
+            {"profile": ["jupyterlab"], "jupyterlab--gpu": ["a40"], "jupyterlab--gpu_count": ["3"]},
+            GPU_USER,
+            "gpu_count",
+        ),
+        (
+            {
+                "profile": ["jupyterlab"],
+                "jupyterlab--image": [CUSTOM_IMAGE_VALUE],
+                "jupyterlab--image-custom": ["cerit.io/x:1 extra"],
+            },
+            NOBODY,
+            "image",
+        ),
+        (
+            {
+                "profile": ["jupyterlab"],
+                "jupyterlab--image": [CUSTOM_IMAGE_VALUE],
+                "jupyterlab--image-custom": ["cerit.io/x:1.evil.com/y"],
+            },
+            NOBODY,
+            "image",
+        ),
         ({"profile": ["jupyterlab"], "jupyterlab--home": ["wipe"]}, NOBODY, "home"),
     ],
 )
-def test_forged_values_are_refused(
-    posted: dict[str, list[str]], user: UserContext, key: str
-) -> None:
+def test_forged_values_are_refused(posted: dict[str, list[str]], user: UserContext, key: str) -> None:
     profiles = GATED if posted.get("profile") == ["secret"] else HUB
     with pytest.raises(OptionsError) as refused:
         resolve_options(profiles, user, request_from_form(posted, profiles, user))

@@ -102,9 +102,7 @@ def make_spawner(
         admin=admin,
         url="/user/alice/",
     )
-    hub = SimpleNamespace(
-        public_host="", api_url="http://127.0.0.1:8081/hub/api/", base_url="/hub/"
-    )
+    hub = SimpleNamespace(public_host="", api_url="http://127.0.0.1:8081/hub/api/", base_url="/hub/")
     orm_spawner = SimpleNamespace(
         name=server, display_name=server, user_options=dict(user_options or {}), server=None
     )
@@ -344,9 +342,7 @@ async def test_state_round_trips_so_a_restarted_hub_finds_its_server(
     restarted.load_state(state)
     assert await restarted.poll() is None
     await restarted.stop()
-    assert backend.stopped == [
-        (ServerIdentity(user="alice", server="work"), {"pid": 7, "server": "work"})
-    ]
+    assert backend.stopped == [(ServerIdentity(user="alice", server="work"), {"pid": 7, "server": "work"})]
     restarted.clear_state()
     assert restarted.get_state() == {}
     assert await restarted.poll() == 0

@@ -249,3 +249,12 @@ async def test_stop_of_a_server_that_is_gone(backend: BackendFactory, make_reque
     await backend.stop(make_request().identity, state)
     assert await backend.poll(make_request().identity, state) == 0
     assert await backend.poll(make_request().identity, {}) == 0
+
+
+async def test_missing_storage_credentials_fail_fast(
+    cluster: FakeKubernetes, backend: BackendFactory, make_request: MakeRequest
+) -> None:
+    with pytest.raises(BackendError) as caught:
+        await backend.start(make_request(request={"mounts": ["metacentrum"]}))
+    assert "The credentials for one of your storages are missing" in str(caught.value)
+    assert pods(cluster) == []
