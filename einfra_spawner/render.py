@@ -29,6 +29,7 @@ __all__ = [
     "ServerIdentity",
     "SingleUser",
     "render_manifests",
+    "singleuser_env",
 ]
 
 _PREFIX = "einfra-spawner"
@@ -96,9 +97,12 @@ def _annotations(identity: ServerIdentity) -> dict[str, str]:
     return {ANNOTATION_USER: identity.user, ANNOTATION_SERVER: identity.server}
 
 
-def _env(options: ResolvedOptions, single_user: SingleUser) -> list[dict[str, str]]:
-    # The profile's variables first, then the resource figures JupyterHub itself would set, then
-    # the hub's own variables, which nothing may override (the API token, the service URL...).
+def singleuser_env(options: ResolvedOptions, single_user: SingleUser) -> dict[str, str]:
+    """The single-user server's environment, for every backend.
+
+    The profile's variables first, then the resource figures JupyterHub itself would set, then
+    the hub's own variables, which nothing may override (the API token, the service URL...).
+    """
     env: dict[str, str] = dict(options.env)
     env["CPU_LIMIT"] = str(options.cpu_limit / 1000)
     env["CPU_GUARANTEE"] = str(options.cpu_guarantee / 1000)
@@ -108,7 +112,7 @@ def _env(options: ResolvedOptions, single_user: SingleUser) -> list[dict[str, st
         env["EINFRA_GPU_TYPE"] = options.gpu.id
         env["EINFRA_GPU_COUNT"] = str(options.gpu.count)
     env.update(single_user.env)
-    return [{"name": name, "value": value} for name, value in env.items()]
+    return env
 
 
 def _resources(options: ResolvedOptions) -> dict[str, dict[str, str]]:
@@ -256,7 +260,9 @@ def render_manifests(
         "imagePullPolicy": "IfNotPresent",
         "args": [*single_user.cmd, *single_user.args],
         "ports": [{"name": "notebook", "containerPort": single_user.port, "protocol": "TCP"}],
-        "env": _env(options, single_user),
+        "env": [
+            {"name": name, "value": value} for name, value in singleuser_env(options, single_user).items()
+        ],
         "resources": _resources(options),
         "securityContext": {
             "allowPrivilegeEscalation": False,

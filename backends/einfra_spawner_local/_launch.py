@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from einfra_spawner import ResolvedOptions, SingleUser
+from einfra_spawner.render import singleuser_env
 
 from ._procfs import MARKER_VARIABLE
 
@@ -92,15 +93,7 @@ def server_env(
     process of the server again, and, for ``run_as_user``, that account's ``USER``, ``LOGNAME`` and
     ``SHELL`` (``account``).
     """
-    env: dict[str, str] = dict(options.env)
-    env["CPU_LIMIT"] = str(options.cpu_limit / 1000)
-    env["CPU_GUARANTEE"] = str(options.cpu_guarantee / 1000)
-    env["MEM_LIMIT"] = str(options.memory_limit)
-    env["MEM_GUARANTEE"] = str(options.memory_guarantee)
-    if options.gpu is not None:
-        env["EINFRA_GPU_TYPE"] = options.gpu.id
-        env["EINFRA_GPU_COUNT"] = str(options.gpu.count)
-    env.update(single_user.env)
+    env = singleuser_env(options, single_user)
     env["JUPYTERHUB_SERVICE_URL"] = service_url(
         env.get("JUPYTERHUB_SERVICE_URL"), env.get("JUPYTERHUB_SERVICE_PREFIX"), port
     )
