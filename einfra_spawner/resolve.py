@@ -275,7 +275,8 @@ class _Resolver:
         if "gpu_count" not in self.request:
             return default
         raw = _scalar("gpu_count", self.request["gpu_count"])
-        text = str(raw) if not isinstance(raw, float) or raw != int(raw) else str(int(raw))
+        # 2.0 from JSON is the count 2; inf, nan and 2.5 are no count at all (and int(inf) raises).
+        text = str(int(raw)) if isinstance(raw, float) and raw.is_integer() else str(raw)
         if text not in allowed_counts:
             raise OptionsError("gpu_count", raw, allowed_counts)
         return int(text)

@@ -61,6 +61,7 @@ def junk() -> st.SearchStrategy[Any]:
         st.floats(),
         st.text(max_size=30),
         st.sampled_from(["", " ", "2", "0", "-1", "1e400", "8Gi", "none", "NaN", "\x00"]),
+        st.sampled_from([float("inf"), float("-inf"), float("nan"), 2.0, -0.0, 10**400]),
     )
     return st.recursive(
         scalars,
@@ -78,7 +79,8 @@ def requests(profiles: ProfileSet) -> st.SearchStrategy[Any]:
     def value_for(key: str) -> st.SearchStrategy[Any]:
         choices = plausible.get(key) or [""]
         one = st.sampled_from(choices)
-        return st.one_of(one, one.map(lambda v: [str(v)]), st.lists(one, max_size=3), junk())
+        awkward = st.sampled_from([float("inf"), float("nan"), 2.0, -0.0, True, None, "", [], {}])
+        return st.one_of(one, one.map(lambda v: [str(v)]), st.lists(one, max_size=3), awkward, junk())
 
     plausible_mapping = st.fixed_dictionaries(
         {},

@@ -13,7 +13,7 @@ from einfra_spawner import OptionsError, ProfileSet, ResolvedOptions, UserContex
 from einfra_spawner.models import NO_GPU
 from einfra_spawner.resolve import CUSTOM_IMAGE, granted
 
-from .strategies import INSTANCES, instance, requests, users
+from .strategies import INSTANCES, instance, junk, requests, users
 
 HUB = instance("hub")
 NOBODY = UserContext(name="nobody")
@@ -140,6 +140,12 @@ def test_odd_shapes_are_refused(value: Any) -> None:
     assert error.key == "cpu"
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 1e300, 2.5, "2.0", True])
+def test_odd_gpu_counts_are_refused(value: Any) -> None:
+    error = refused(HUB, SCIENTIST, {"gpu": "a40", "gpu_count": value})
+    assert error.key == "gpu_count"
+
+
 def test_not_a_mapping() -> None:
     assert refused(HUB, NOBODY, ["cpu", "2"]).key == "request"
     assert refused(HUB, NOBODY, {1: "x"}).key == "1"
@@ -257,3 +263,19 @@ def test_resolution_is_total_safe_and_deterministic(data: st.DataObject) -> None
     assert_only_granted(profiles, user, options)
     assert resolve_options(profiles, user, request) == options
     assert resolve_options(profiles, user, options.user_options()) == options
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([c.id for c in HUB.profiles[0].gpu.choices]),
+    st.sampled_from(("image", "cpu", "memory", "gpu_count", "home", "mounts")),
+    st.one_of(junk(), st.sampled_from([float("inf"), float("nan"), 2.0, -0.0, 10**400, "2", ["2"]])),
+)
+def test_any_value_of_one_key_is_resolved_or_refused(gpu: str, key: str, value: Any) -> None:
+    """Beside a valid GPU choice (so that every later step is reached), one key of any value."""
+    try:
+        options = resolve_options(HUB, SCIENTIST, {"gpu": gpu, key: value})
+    except OptionsError as error:
+        assert error.key == key
+        return
+    assert_only_granted(HUB, SCIENTIST, options)
