@@ -58,6 +58,9 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.max_backoff = max_backoff
         self.cache: dict[str, dict[str, Any]] = {}
+        # The cache again, grouped by ``index`` (when it is not the object's own key): a start
+        # replays its pod's earlier events from here, without scanning every event in the cache.
+        self._grouped: dict[str, dict[str, dict[str, Any]]] | None = None if index is object_key else {}
         self.resource_version = ""
         self.synced = asyncio.Event()
         self.relists = 0
@@ -80,6 +83,28 @@ class Informer:
                 self._listeners.pop(key, None)
 
         return unsubscribe
+
+    def indexed(self, key: str) -> list[dict[str, Any]]:
+        """The cached objects whose index is ``key`` (for pods: the pod itself, if cached)."""
+        if self._grouped is None:
+            obj = self.cache.get(key)
+            return [] if obj is None else [obj]
+        return list(self._grouped.get(key, {}).values())
+
+    def _store(self, key: str, obj: dict[str, Any]) -> None:
+        self.cache[key] = obj
+        if self._grouped is not None:
+            self._grouped.setdefault(self.index(obj), {})[key] = obj
+
+    def _forget(self, key: str) -> None:
+        obj = self.cache.pop(key, None)
+        if obj is not None and self._grouped is not None:
+            group_key = self.index(obj)
+            group = self._grouped.get(group_key)
+            if group is not None:
+                group.pop(key, None)
+                if not group:
+                    del self._grouped[group_key]
 
     def _emit(self, kind: str, obj: dict[str, Any]) -> None:
         key = self.index(obj)
@@ -115,6 +140,10 @@ class Informer:
                 self._emit("DELETED", obj)
         old = self.cache
         self.cache = fresh
+        if self._grouped is not None:
+            self._grouped = {}
+            for key, obj in fresh.items():
+                self._grouped.setdefault(self.index(obj), {})[key] = obj
         for key, obj in fresh.items():
             if old.get(key) != obj:
                 self._emit("ADDED" if key not in old else "MODIFIED", obj)
@@ -137,9 +166,11 @@ class Informer:
             return True
         key = object_key(obj)
         if kind == "DELETED":
-            self.cache.pop(key, None)
+            self._forget(key)
         elif kind in ("ADDED", "MODIFIED"):
-            self.cache[key] = obj
+            if self._grouped is not None:
+                self._forget(key)  # its index may have changed
+            self._store(key, obj)
         else:
             return True
         self._emit(str(kind), obj)

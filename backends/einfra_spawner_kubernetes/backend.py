@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,11 @@ from einfra_spawner.names import dns_label
 from einfra_spawner.render import LABEL_SERVER, LABEL_SPEC_HASH, LABEL_USER
 from einfra_spawner.resolve import ResolvedGpu, ResolvedOptions
 
-from ._api import ApiError, KubeApi, RetryPolicy
+from ._api import ApiError, KubeApi, RetryPolicy, tls_context
 from ._capacity import gpu_capacity
 from ._explain import failure_from_event, failure_from_pod, pod_is_ready, progress_from_event
-from ._informer import Informer, object_key
+from ._informer import Informer
+from ._pace import Gate
 
 __all__ = ["KubernetesBackend"]
 
@@ -73,6 +75,18 @@ class _Progress:
                 return
             self.changed.clear()
             await self.changed.wait()
+
+
+class _Turn:
+    """A turn at the submission gate taken by ``admission``, until a start takes it over."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.held = True
+
+
+#: The turn of the admission block the current task runs in (tasks it creates inherit it).
+_ADMITTED: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar("einfra_admitted", default=None)
 
 
 class KubernetesBackend(LoggingConfigurable):
@@ -139,6 +153,30 @@ class KubernetesBackend(LoggingConfigurable):
         10.0, help="Seconds one API request may take before it is retried. Default: 10."
     ).tag(config=True)
 
+    concurrent_submissions = Int(
+        32,
+        min=1,
+        help="""Most starts and stops sending their requests to the API at once.
+
+        Others wait their turn, first come first served; waiting for a pod to run does not hold
+        a turn. Bounding it keeps the hub responsive in a burst of spawns and lets them finish in
+        the order they came. Raise it if the API server answers slowly (a start holds a turn for
+        two requests). Default: 32.
+        """,
+    ).tag(config=True)
+
+    api_connections = Int(
+        16,
+        min=1,
+        help="""Most HTTP connections open at once for creates, deletes and gets (others wait).
+
+        Each connection costs a socket and, on a cluster, a TLS handshake; a few, kept alive,
+        carry a storm of spawns (a request takes milliseconds), where kubernetes-asyncio's
+        default of 100 has the first hundred requests of a storm each open one. Watches and
+        lists use connections of their own. Default: 16.
+        """,
+    ).tag(config=True)
+
     request_attempts = Int(
         6,
         help="""Attempts per API request on 429, 5xx, time-outs and dropped connections.
@@ -186,8 +224,11 @@ class KubernetesBackend(LoggingConfigurable):
         self._api: KubeApi | None = None
         self._lock = asyncio.Lock()
         self._informers: dict[tuple[str, str | None, bool], Informer] = {}
+        self._namespaces_made: set[str] = set()
         self._progress: dict[str, _Progress] = {}
         self._capacity: tuple[float, dict[str, GpuCapacity]] | None = None
+        # In a burst, a bounded number of starts and stops send requests at a time (see _pace).
+        self._gate = Gate(self.concurrent_submissions)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -210,7 +251,11 @@ class KubernetesBackend(LoggingConfigurable):
                 self.log.info("Kubernetes API at %s", configuration.host)
                 self._api_client = client.ApiClient(configuration)
                 policy = RetryPolicy(timeout=self.request_timeout, attempts=self.request_attempts)
-                self._api = KubeApi(self._api_client, policy, self.log)
+                # Off the event loop: building a TLS context blocks for ~20 ms.
+                tls = await asyncio.to_thread(tls_context, configuration)
+                self._api = KubeApi(
+                    self._api_client, policy, self.log, connections=self.api_connections, tls=tls
+                )
         return self._api
 
     @property
@@ -274,20 +319,77 @@ class KubernetesBackend(LoggingConfigurable):
 
     # --- start ---------------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """Wait for a turn to start a server before the spawner's own CPU work for it.
+
+        ``async with backend.admission(): ... await backend.start(request)``: in a burst of
+        spawns, resolving and rendering then happen in turn too, so the spawns complete in the
+        order they came instead of all rendering first. The first ``start`` within the block
+        (in this task or one it creates) takes the turn over; if none is called (the spawner
+        failed first), leaving the block gives the turn back.
+        """
+        await self._gate.enter()
+        turn = _Turn(self._gate)
+        token = _ADMITTED.set(turn)
+        try:
+            yield
+        finally:
+            _ADMITTED.reset(token)
+            if turn.held:
+                turn.held = False
+                self._gate.leave()
+
     async def start(self, request: StartRequest) -> Started:
+        # Progress is readable from the first moment, also while this start waits for its turn.
+        metadata = request.manifests.pod["metadata"]
+        key = f"{metadata['namespace']}/{metadata['name']}"
+        progress = self._progress[key] = _Progress()
+        try:
+            return await self._submit_and_start(request, progress)
+        finally:
+            progress.finish()
+            if self._progress.get(key) is progress:
+                del self._progress[key]
+
+    async def _submit_and_start(self, request: StartRequest, progress: _Progress) -> Started:
+        # The gate is held while this start writes (namespace, PVC, pod), not while it waits.
+        turn = _ADMITTED.get()
+        if turn is not None and turn.held and turn.gate is self._gate:
+            turn.held = False  # admitted already: this start owns that turn now
+        else:
+            await self._gate.enter()
+        holding = True
+
+        def submitted() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                self._gate.leave()
+
+        try:
+            return await self._start(request, progress, submitted)
+        finally:
+            submitted()
+
+    async def _start(
+        self, request: StartRequest, progress: _Progress, submitted: Callable[[], None]
+    ) -> Started:
         api = await self._client()
         pod = request.manifests.pod
         namespace = pod["metadata"]["namespace"]
         name = pod["metadata"]["name"]
-        key = f"{namespace}/{name}"
-        progress = self._progress[key] = _Progress()
         state: dict[str, Any] = {
             k: v for k, v in request.state.items() if k in ("namespace_ready", "home_ready")
         }
         state.update(namespace=namespace, pod=name)
         try:
             if self.user_namespaces and not state.get("namespace_ready"):
-                await self._ensure_namespace(api, namespace)
+                # Every server of a user shares the namespace: create it once per hub process
+                # (after a restart a first create meets a 409, which is fine).
+                if namespace not in self._namespaces_made:
+                    await self._ensure_namespace(api, namespace)
+                    self._namespaces_made.add(namespace)
                 state["namespace_ready"] = True
             pods = await self._informer("pods", self._scope())
             events = await self._informer("events", self._scope())
@@ -306,12 +408,11 @@ class KubernetesBackend(LoggingConfigurable):
                         raise
                 state["home_ready"] = True
             state["home"] = home["metadata"]["name"] if home is not None else None
-            running = await self._create_and_wait(api, pods, events, request, progress)
+            running = await self._create_and_wait(api, pods, events, request, progress, submitted)
         except ApiError as error:
             raise BackendError(f"The cluster refused to start your server: {error}") from error
         finally:
             progress.finish()
-            self._progress.pop(key, None)
         state["uid"] = running["metadata"].get("uid")
         port = request.single_user.port
         progress.add(ProgressEvent("Your server is ready", 100))
@@ -330,7 +431,13 @@ class KubernetesBackend(LoggingConfigurable):
                 raise
 
     async def _create_and_wait(
-        self, api: KubeApi, pods: Informer, events: Informer, request: StartRequest, progress: _Progress
+        self,
+        api: KubeApi,
+        pods: Informer,
+        events: Informer,
+        request: StartRequest,
+        progress: _Progress,
+        submitted: Callable[[], None],
     ) -> dict[str, Any]:
         manifest = request.manifests.pod
         namespace = manifest["metadata"]["namespace"]
@@ -361,11 +468,12 @@ class KubernetesBackend(LoggingConfigurable):
                         continue
                 progress.add(ProgressEvent("Your server was submitted to the cluster", 20))
                 watcher.watch_uid(
-                    str(created["metadata"].get("uid")), pods.cache.get(key) or created, events.cache.values()
+                    str(created["metadata"].get("uid")), pods.cache.get(key) or created, events.indexed(key)
                 )
                 break
             else:
                 raise BackendError("Your server could not be created: an old copy of it did not go away.")
+            submitted()
             try:
                 return await outcome
             except BackendError:
@@ -460,7 +568,8 @@ class KubernetesBackend(LoggingConfigurable):
         namespace, name = self._pod_key(identity, state)
         pods = await self._informer("pods", self._scope())
         try:
-            await api.delete("pods", namespace, name, grace=self.delete_grace_seconds)
+            async with self._gate.held():
+                await api.delete("pods", namespace, name, grace=self.delete_grace_seconds)
         except ApiError as error:
             if error.status != 404:
                 raise BackendError(f"The cluster refused to stop your server: {error}") from error
@@ -535,6 +644,8 @@ class KubernetesBackend(LoggingConfigurable):
         for informer in self._informers.values():
             await informer.close()
         self._informers.clear()
+        if self._api is not None:
+            await self._api.close()
         if self._api_client is not None:
             await self._api_client.close()
             self._api_client = None
@@ -562,13 +673,12 @@ class _StartWatcher:
         self.tasks: set[asyncio.Task[None]] = set()
         self.timer: asyncio.TimerHandle | None = None
 
-    def watch_uid(self, uid: str, pod: dict[str, Any], events: Any) -> None:
-        """From now on only this pod counts; replay what arrived before its uid was known."""
+    def watch_uid(self, uid: str, pod: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """From now on only this pod counts; replay what arrived before its uid was known
+        (``events``: the cached events of this pod's name)."""
         self.uid = uid
-        key = object_key(pod)
-        for event in list(events):
-            if _involved_key(event) == key:
-                self.early.append(("event", "ADDED", event))
+        for event in events:
+            self.early.append(("event", "ADDED", event))
         self.early.append(("pod", "MODIFIED", pod))
         early, self.early = self.early, []
         for what, kind, obj in early:

@@ -47,9 +47,10 @@ def make_request() -> MakeRequest:
         groups: frozenset[str] = frozenset({"gpu", "meta", "projects"}),
         state: dict[str, Any] | None = None,
         token: str = "t0ken",
+        namespace: str = "default",
     ) -> StartRequest:
         options = resolve_options(HUB, UserContext(name=user, groups=groups), request or {})
-        identity = ServerIdentity(user=user, server=server, namespace="default")
+        identity = ServerIdentity(user=user, server=server, namespace=namespace)
         single_user = SingleUser(env=(("JUPYTERHUB_API_TOKEN", token), ("JUPYTERHUB_USER", user)))
         manifests = render_manifests(options, identity, single_user)
         return StartRequest(

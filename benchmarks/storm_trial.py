@@ -1,0 +1,393 @@
+"""One spawn-storm trial in a process of its own, as a hub would run it; used by spawn_storm.py.
+
+Run: ``python benchmarks/storm_trial.py --spawner einfra|kubespawner --variant home|nohome -n 100``.
+It starts the fake API server in a child process (so that its CPU is not counted here), builds
+``n`` spawners in this process's event loop, ``start()``s them all at once, then ``poll()``s and
+``stop()``s them all, and prints one JSON object of measurements on stdout. A process per trial
+keeps the spawners' per-process caches (backends, KubeSpawner's reflectors and clients) and the
+garbage of one trial out of the next.
+
+The spawners are the real classes, built as JupyterHub builds them (user, hub, orm_spawner,
+config), with plain stand-ins for JupyterHub's database objects; logging goes at INFO to
+/dev/null, so the cost of formatting a hub's log lines is counted, not the terminal's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from jupyterhub.utils import maybe_future
+from traitlets.config import Config
+
+from einfra_spawner.testing import FakeKubernetesProcess
+
+PROFILES = Path(__file__).resolve().parent / "storm_profiles"
+IMAGE = "quay.io/jupyter/minimal-notebook:2025-03-10"
+GIB = 1024**3
+#: Requests that read state instead of writing or watching it.
+READ_VERBS = ("get", "list")
+# Enough room for 1000 pods of 1 CPU and 4Gi each, with the default scheduler filters.
+NODES_YAML = "nodes:\n" + "".join(
+    f"  - {{name: node-{i}, cpu: '256', memory: 1024Gi, pods: 300}}\n" for i in range(8)
+)
+
+
+def hub_log() -> logging.Logger:
+    """A logger like a hub's: INFO, one formatted line per record, written to /dev/null."""
+    log = logging.getLogger("storm.hub")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not log.handlers:
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+        handler.setFormatter(logging.Formatter("[%(levelname)s %(asctime)s %(name)s] %(message)s"))
+        log.addHandler(handler)
+    return log
+
+
+def stand_ins(index: int) -> dict[str, Any]:
+    """The JupyterHub objects a spawner is built with, for user ``index`` (default server)."""
+    name = f"user-{index:04d}"
+    user = SimpleNamespace(
+        id=index + 1,
+        name=name,
+        escaped_name=name,
+        groups=[],
+        admin=False,
+        url=f"/user/{name}/",
+        orm_user=None,
+    )
+    hub = SimpleNamespace(
+        public_host="",
+        url="http://hub:8081/hub/",
+        api_url="http://hub:8081/hub/api/",
+        base_url="/hub/",
+    )
+    orm_spawner = SimpleNamespace(name="", display_name="", user_options={}, server=None, state=None)
+    return {
+        "user": user,
+        "hub": hub,
+        "orm_spawner": orm_spawner,
+        "oauth_client_id": f"jupyterhub-user-{name}",
+        "api_token": f"token-{index:032d}",
+    }
+
+
+def einfra_spawners(
+    n: int, variant: str, url: str, log: logging.Logger, workdir: Path, admitted: bool = False
+) -> tuple[list[Any], Callable[[], Any]]:
+    from einfra_spawner import spawner as spawner_module
+    from einfra_spawner.spawner import EInfraSpawner, configure
+
+    c = Config()
+    # What a hub's jupyterhub_config.py does at hub start: load the profiles, import the backend.
+    configure(c, PROFILES, backend="kubernetes")
+    c.EInfraSpawner.profiles_dir = str(PROFILES)
+    c.EInfraSpawner.backend = "kubernetes"
+    c.KubernetesBackend.api_url = url
+    c.KubernetesBackend.namespace = "default"
+    c.KubernetesBackend.delete_grace_seconds = 1  # KubeSpawner's delete_grace_period default
+    if "usage_db_url" in EInfraSpawner.class_trait_names():
+        # A fresh usage ledger per trial, as a new hub has, never one in the working directory.
+        c.EInfraSpawner.usage_db_url = f"sqlite:///{workdir / 'usage.sqlite'}"
+    cls = EInfraSpawner
+    if admitted:
+
+        class AdmittedSpawner(EInfraSpawner):  # type: ignore[misc]
+            """The proposed change to EInfraSpawner.start: take the backend's admission first,
+            so that rendering waits its turn too (see docs/benchmarks.md)."""
+
+            async def start(self) -> Any:
+                async with self.backend_object().admission():
+                    return await super().start()
+
+        cls = AdmittedSpawner
+    spawners = [cls(config=c, log=log, user_options={"profile": variant}, **stand_ins(i)) for i in range(n)]
+
+    async def close() -> None:
+        backend = spawner_module._backends.pop("kubernetes", None)
+        if backend is not None:
+            await backend.close()
+
+    return spawners, close
+
+
+def kubespawner_spawners(
+    n: int, variant: str, url: str, log: logging.Logger
+) -> tuple[list[Any], Callable[[], Any]]:
+    """KubeSpawner configured for the same pod: image, resources, security context, and a
+    10Gi PVC per user mounted as the home in the ``home`` variant."""
+    from kubespawner import KubeSpawner
+    from kubespawner.clients import _client_cache
+
+    c = Config()
+    c.KubeSpawner.k8s_api_host = url
+    c.KubeSpawner.namespace = "default"
+    c.KubeSpawner.image = IMAGE
+    c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+    c.KubeSpawner.cpu_limit = 2.0
+    c.KubeSpawner.cpu_guarantee = 1.0
+    c.KubeSpawner.mem_limit = 8 * GIB
+    c.KubeSpawner.mem_guarantee = 4 * GIB
+    c.KubeSpawner.uid = 1000
+    c.KubeSpawner.gid = 100
+    c.KubeSpawner.fs_gid = 100
+    c.KubeSpawner.delete_grace_period = 1
+    if variant == "home":
+        c.KubeSpawner.storage_pvc_ensure = True
+        c.KubeSpawner.storage_capacity = "10Gi"
+        c.KubeSpawner.storage_class = "standard"
+        c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
+        c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}]
+        c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan"}]
+    else:
+        c.KubeSpawner.storage_pvc_ensure = False
+    spawners = [KubeSpawner(config=c, log=log, **stand_ins(i)) for i in range(n)]
+
+    async def close() -> None:
+        await KubeSpawner._stop_all_reflectors()
+        for api in list(_client_cache.values()):
+            await api.api_client.close()
+        _client_cache.clear()
+
+    return spawners, close
+
+
+class StallTicker:
+    """A task that asks to wake every ``period`` seconds and records how late it woke: the
+    longest event-loop stall (one callback or a batch of them holding the loop)."""
+
+    def __init__(self, period: float = 0.002) -> None:
+        self.period = period
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.period)
+            self.longest = max(self.longest, time.perf_counter() - before - self.period)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class GcClock:
+    """Pauses of the garbage collector (``gc.callbacks``): a full collection of a large heap
+    is a loop stall that no spawner code shows in a profile."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.longest = 0.0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._began
+            self.total += pause
+            self.longest = max(self.longest, pause)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_by_kind(stats: dict[str, Any]) -> dict[str, int]:
+    return {f"{r['verb']} {r['resource']}": int(r["count"]) for r in stats["requests"]}
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def timed_all(
+    spawners: list[Any], call: Callable[[Any], Awaitable[Any]]
+) -> tuple[list[float], list[Any], float, float]:
+    """Run ``call`` on every spawner at once; per-call latencies (s), results, wall (s), CPU (s)."""
+    latencies = [0.0] * len(spawners)
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+
+    async def one(i: int, spawner: Any) -> Any:
+        try:
+            return await call(spawner)
+        finally:
+            latencies[i] = time.perf_counter() - t0
+
+    results = await asyncio.gather(*(one(i, s) for i, s in enumerate(spawners)), return_exceptions=True)
+    return latencies, list(results), time.perf_counter() - t0, time.process_time() - cpu0
+
+
+async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
+    n = args.n
+    log = hub_log()
+    with tempfile.TemporaryDirectory(prefix="storm-") as tmp:
+        nodes = Path(tmp) / "nodes.yaml"
+        nodes.write_text(NODES_YAML)
+        kubeconfig = Path(tmp) / "kubeconfig"
+        async with FakeKubernetesProcess(
+            nodes_file=nodes,
+            validate=False,
+            latency_ms=args.latency_ms,
+            kubeconfig=kubeconfig,
+            extra_args=["--running-delay-ms", str(args.running_delay_ms)],
+        ) as server:
+            # KubeSpawner loads a kubeconfig before it applies k8s_api_host.
+            os.environ["KUBECONFIG"] = str(kubeconfig)
+            if args.spawner == "kubespawner":
+                spawners, close = kubespawner_spawners(n, args.variant, server.url, log)
+            else:
+                admitted = args.spawner == "einfra-admitted"
+                spawners, close = einfra_spawners(n, args.variant, server.url, log, Path(tmp), admitted)
+            assert server.pid is not None
+            gc.collect()
+            if args.gc_freeze:
+                gc.freeze()  # as a hub could after start-up: the start-up heap is never scanned again
+            gc_clock = GcClock()
+            gc.callbacks.append(gc_clock)
+            ticker = StallTicker()
+            ticker.start()
+            result: dict[str, Any] = {"spawner": args.spawner, "variant": args.variant, "n": n}
+            try:
+                await server.reset_stats()
+                server_cpu0 = process_cpu(server.pid)
+
+                async def start(spawner: Any) -> Any:
+                    # As JupyterHub's User.spawn: the hook (where EInfraSpawner resolves) then start.
+                    await maybe_future(spawner.run_pre_spawn_hook())
+                    return await spawner.start()
+
+                profiler = start_profiler(args.profile)
+                latencies, results, wall, cpu = await timed_all(spawners, start)
+                if profiler is not None:
+                    stop_profiler(profiler, args.profile)
+                server_cpu = process_cpu(server.pid) - server_cpu0
+                errors = [repr(r) for r in results if isinstance(r, BaseException)]
+                stats = await server.stats()
+                result["start"] = {
+                    "p50_ms": statistics.median(latencies) * 1e3,
+                    "p99_ms": quantile(latencies, 0.99) * 1e3,
+                    "wall_ms": wall * 1e3,
+                    "cpu_ms_per_spawn": cpu * 1e3 / n,
+                    "server_cpu_ms_per_spawn": server_cpu * 1e3 / n,
+                    "returned": len(results) - len(errors),
+                    "errors": errors[:5],
+                    "requests": requests_by_kind(stats),
+                    "pods_running": stats["objects"]["pods"],
+                }
+                await server.reset_stats()
+                _, polls, wall, cpu = await timed_all(spawners, lambda s: s.poll())
+                stats = await server.stats()
+                result["poll"] = {
+                    "us_per_poll": wall * 1e6 / n,
+                    "cpu_us_per_poll": cpu * 1e6 / n,
+                    "running": sum(1 for p in polls if p is None),
+                    "requests": requests_by_kind(stats),
+                }
+                await server.reset_stats()
+                latencies, results, wall, cpu = await timed_all(spawners, lambda s: s.stop())
+                stats = await server.stats()
+                stop_errors = [repr(r) for r in results if isinstance(r, BaseException)]
+                result["stop"] = {
+                    "p50_ms": statistics.median(latencies) * 1e3,
+                    "p99_ms": quantile(latencies, 0.99) * 1e3,
+                    "wall_ms": wall * 1e3,
+                    "cpu_ms_per_stop": cpu * 1e3 / n,
+                    "errors": stop_errors[:5],
+                    "requests": requests_by_kind(stats),
+                    "pods_left": stats["objects"]["pods"],
+                }
+                result["stall_ms"] = ticker.longest * 1e3
+                result["gc"] = {"total_ms": gc_clock.total * 1e3, "longest_ms": gc_clock.longest * 1e3}
+                if args.idle_seconds > 0:
+                    # Nothing changes now: any request here is a periodic relist or re-watch.
+                    await server.reset_stats()
+                    await asyncio.sleep(args.idle_seconds)
+                    result["idle"] = {
+                        "seconds": args.idle_seconds,
+                        "requests": requests_by_kind(await server.stats()),
+                    }
+            finally:
+                gc.callbacks.remove(gc_clock)
+                await ticker.stop()
+                await close()
+    return result
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spawner", choices=["einfra", "einfra-admitted", "kubespawner"], default="einfra")
+    parser.add_argument("--variant", choices=["home", "nohome"], default="home")
+    parser.add_argument("-n", type=int, default=10)
+    parser.add_argument("--latency-ms", type=float, default=2.0)
+    parser.add_argument("--running-delay-ms", type=float, default=50.0)
+    parser.add_argument("--idle-seconds", type=float, default=0.0)
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() before the storm (experiment)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="profile the start phase: cProfile for a .pstats path, else pyinstrument HTML",
+    )
+    return parser.parse_args(argv)
+
+
+def start_profiler(path: Path | None) -> Any:
+    """A running profiler of the start phase, when ``--profile`` asks for one: cProfile for a
+    ``.pstats`` path (exact call counts), else pyinstrument (a readable call tree)."""
+    if path is None:
+        return None
+    if path.suffix == ".pstats":
+        import cProfile
+
+        exact = cProfile.Profile(time.process_time)  # CPU, not wall time: waiting is not cost
+        exact.enable()
+        return exact
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    return profiler
+
+
+def stop_profiler(profiler: Any, path: Path) -> None:
+    """Stop ``profiler``, write it to ``path`` and print its hottest parts on stderr."""
+    if path.suffix == ".pstats":
+        import pstats
+
+        profiler.disable()
+        profiler.dump_stats(path)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+        return
+    profiler.stop()
+    path.write_text(profiler.output_html())
+    print(profiler.output_text(unicode=False, color=False), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(asyncio.run(run_trial(parse(argv)))))
+
+
+if __name__ == "__main__":
+    main()

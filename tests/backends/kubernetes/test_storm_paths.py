@@ -1,0 +1,119 @@
+"""What the Kubernetes backend does for spawn storms: its submission gate and admission, the
+request path that skips the generated client, and the per-pod index of cached events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from kubernetes_asyncio import client
+
+from einfra_spawner import ServerIdentity
+from einfra_spawner.testing import FakeKubernetes
+from einfra_spawner_kubernetes._api import ApiError, KubeApi, RetryPolicy
+from einfra_spawner_kubernetes._informer import Informer
+from einfra_spawner_kubernetes._pace import Gate
+
+from .conftest import BackendFactory, MakeRequest
+
+
+async def test_the_gate_admits_width_holders_in_arrival_order() -> None:
+    gate = Gate(2)
+    order: list[int] = []
+    inside = 0
+    most = 0
+
+    async def hold(i: int) -> None:
+        nonlocal inside, most
+        async with gate.held():
+            inside += 1
+            most = max(most, inside)
+            order.append(i)
+            await asyncio.sleep(0.001)
+            inside -= 1
+
+    await asyncio.gather(*(hold(i) for i in range(8)))
+    assert most == 2
+    assert order == list(range(8))
+
+
+@pytest.mark.harness()
+async def test_a_burst_of_starts_and_stops_goes_through_a_narrow_gate(
+    cluster: FakeKubernetes, backend_factory: BackendFactory, make_request: MakeRequest
+) -> None:
+    backend = backend_factory(concurrent_submissions=1, api_connections=1)
+    requests = [make_request(user=f"u{i}", request={"gpu": "none"}) for i in range(6)]
+    started = await asyncio.gather(*(backend.start(r) for r in requests))
+    assert len({s.state["pod"] for s in started}) == 6
+    await asyncio.gather(*(backend.stop(r.identity, s.state) for r, s in zip(requests, started, strict=True)))
+    assert cluster.objects("pods", "default") == []
+
+
+async def test_admission_hands_its_turn_to_start_or_gives_it_back(
+    cluster: FakeKubernetes, backend_factory: BackendFactory, make_request: MakeRequest
+) -> None:
+    backend = backend_factory(concurrent_submissions=1)
+    request = make_request(user="ada", request={"gpu": "none"})
+    # A spawner that fails before calling start gives the only turn back...
+    with pytest.raises(RuntimeError):
+        async with backend.admission():
+            raise RuntimeError("rendering failed")
+    # ...and one that starts inside its admission does not wait for a second turn.
+    async with backend.admission():
+        started = await asyncio.wait_for(backend.start(request), 10)
+    async with backend.admission():  # the turn came back after the start was submitted
+        pass
+    await backend.stop(ServerIdentity(user="ada", server="", namespace="default"), started.state)
+
+
+async def test_the_fast_path_sends_the_token_and_reports_statuses(cluster: FakeKubernetes) -> None:
+    configuration = cluster.client_configuration()
+    configuration.api_key = {"BearerToken": "s3cret"}
+    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    seen: list[str | None] = []
+    api_client = client.ApiClient(configuration)
+    api = KubeApi(api_client, RetryPolicy(attempts=1), logging.getLogger("test"))
+    original = api._session._request
+
+    async def spy(method: str, url: object, **kwargs: object) -> object:
+        headers = kwargs.get("headers")
+        seen.append(headers.get("authorization") if isinstance(headers, dict) else None)
+        return await original(method, url, **kwargs)  # type: ignore[arg-type]
+
+    api._session._request = spy  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ApiError) as missing:
+            await api.get("pods", "default", "nobody")
+        assert missing.value.status == 404 and missing.value.reason == "NotFound"
+    finally:
+        await api.close()
+        await api_client.close()
+    assert seen == ["Bearer s3cret"]
+    assert api.counts == {("get", "pods"): 1}
+
+
+async def test_events_are_found_by_their_pod_without_a_scan() -> None:
+    def involved(event: dict[str, object]) -> str:
+        target = event["involvedObject"]
+        assert isinstance(target, dict)
+        return f"{target['namespace']}/{target['name']}"
+
+    informer = Informer(None, "events", "default", logging.getLogger("test"), index=involved)  # type: ignore[arg-type]
+
+    def event(name: str, pod: str, kind: str = "ADDED") -> dict[str, object]:
+        return {
+            "type": kind,
+            "object": {
+                "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
+                "involvedObject": {"kind": "Pod", "name": pod, "namespace": "default"},
+            },
+        }
+
+    assert informer._apply(event("e1", "a"))
+    assert informer._apply(event("e2", "a"))
+    assert informer._apply(event("e3", "b"))
+    assert sorted(e["metadata"]["name"] for e in informer.indexed("default/a")) == ["e1", "e2"]
+    assert informer._apply(event("e1", "a", "DELETED"))
+    assert [e["metadata"]["name"] for e in informer.indexed("default/a")] == ["e2"]
+    assert informer.indexed("default/c") == []
