@@ -1,4 +1,5 @@
-"""Every Kubernetes manifest in deploy/ passes the Kubernetes schema (strict) and says what it grants."""
+"""Every Kubernetes manifest in deploy/ (and its subfolders) passes the Kubernetes schema (strict) and
+says what it grants."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-MANIFEST_FILES = sorted(p for p in DEPLOY.glob("*.yaml") if "kind:" in p.read_text())
+MANIFEST_FILES = sorted(p for p in DEPLOY.rglob("*.yaml") if "kind:" in p.read_text())
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-@pytest.mark.parametrize("path", MANIFEST_FILES, ids=lambda p: p.name)
+def test_every_manifest_file_is_found() -> None:
+    names = {str(p.relative_to(DEPLOY)) for p in MANIFEST_FILES}
+    assert {"rbac.yaml", "rbac-user-namespaces.yaml", "z2jh-rbac.yaml"} <= names
+    assert "z2jh-values.yaml" not in names  # Helm values, checked by test_deploy_values.py
+
+
+@pytest.mark.parametrize("path", MANIFEST_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_manifests_are_valid(path: Path) -> None:
     for manifest in documents(path):
         kubernetes_validate.validate(manifest, "1.33", strict=True)
@@ -33,3 +40,28 @@ def test_the_hub_may_do_what_the_backend_does_and_no_more() -> None:
     assert cluster_role["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
     ]
+
+
+def test_the_chart_hub_gets_the_same_node_read_and_nothing_else() -> None:
+    """The chart already grants pods, PVCs and events; z2jh-rbac.yaml adds only the read of nodes,
+    with the very ClusterRole of rbac.yaml, bound to the chart's service account ``hub``."""
+    z2jh = documents(DEPLOY / "z2jh-rbac.yaml")
+    assert sorted(d["kind"] for d in z2jh) == ["ClusterRole", "ClusterRoleBinding"]
+    (role,) = [d for d in z2jh if d["kind"] == "ClusterRole"]
+    (standalone,) = [d for d in documents(DEPLOY / "rbac.yaml") if d["kind"] == "ClusterRole"]
+    assert role == standalone
+    (binding,) = [d for d in z2jh if d["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert [s["name"] for s in binding["subjects"]] == ["hub"]
+
+
+def test_the_singleuser_network_policy_selects_the_rendered_pods() -> None:
+    from einfra_spawner import UserContext, load_profiles, render_manifests, resolve_options
+    from einfra_spawner.render import ServerIdentity
+
+    (policy,) = documents(DEPLOY / "netpol-singleuser.yaml")
+    profiles = load_profiles(DEPLOY.parent / "profiles" / "hub")
+    options = resolve_options(profiles, UserContext(name="ada"), {})
+    pod = render_manifests(options, ServerIdentity(user="ada", server="")).pod
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Egress"]
