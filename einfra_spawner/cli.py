@@ -2,14 +2,17 @@
 
 ``validate`` exits 0 when every path is valid, else 1 with one line per problem. ``render`` prints
 the manifests for one request (exit 1: broken profiles; exit 2: the request was refused).
-``schema`` prints the JSON Schema of profile files.
+``schema`` prints the JSON Schema of profile files. ``usage`` prints per-user totals from a
+usage ledger (exit 1: the database cannot be read).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -56,7 +59,53 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a request key")
     render.add_argument("--format", choices=("yaml", "json"), default="yaml")
     commands.add_parser("schema", help="print the JSON Schema of profile files")
+    report = commands.add_parser("usage", help="print per-user usage and cost from a usage ledger")
+    report.add_argument("--db", required=True, metavar="URL", help="the ledger's SQLAlchemy URL")
+    report.add_argument("--days", type=int, default=90, metavar="N", help="the window (default 90)")
+    report.add_argument("--user", action="append", default=[], metavar="NAME", help="only these users")
+    report.add_argument(
+        "--group", action="append", default=[], metavar="G", help="only runs of members of G (at their start)"
+    )
+    report.add_argument("--instance", default=None, metavar="NAME", help="only this hub instance")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
     return parser
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL at all: let the open below say so
+        return False
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file:")
+    return parsed.get_backend_name() == "sqlite" and not in_memory and not os.path.exists(database)
+
+
+def _usage(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    # Imported here: SQLAlchemy is needed by this command only.
+    from .usage import Ledger, window
+    from .usage.report import format_rows, usage_rows
+
+    if args.days < 1:
+        print("einfra-spawner: --days must be at least 1", file=err)
+        return 2
+    if _missing_sqlite_file(args.db):  # a report must not create an empty database by mistake
+        print(f"einfra-spawner: no usage database at {args.db!r}", file=err)
+        return 1
+    try:
+        ledger = Ledger(args.db)
+    except Exception as exc:  # any driver's error: say which database, not a traceback
+        print(f"einfra-spawner: cannot open the usage database {args.db!r}: {exc}", file=err)
+        return 1
+    try:
+        start, end = window(time.time(), args.days)
+        intervals = ledger.intervals(start, end, args.instance, args.user)
+    finally:
+        ledger.dispose()
+    out.write(format_rows(usage_rows(intervals, start, end, groups=args.group), args.format))
+    return 0
 
 
 def _render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -101,5 +150,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 1 if problems else 0
     if args.command == "render":
         return _render(args, out, err)
+    if args.command == "usage":
+        return _usage(args, out, err)
     out.write(profile_schema_json())
     return 0

@@ -7,6 +7,10 @@ turns the posted form (a dict of lists of strings) into the flat request keys of
 which :func:`einfra_spawner.resolve_options` then validates exactly as it validates a REST
 request: the form offers, the resolver decides.
 
+The view also carries sentences about the user's usage and quotas (computed by the spawner from
+the usage ledger) and the URL of the hub's JSON route from which the page's small script
+refreshes the "N of M free" GPU figures in place; the form works the same without the script.
+
 Field naming (several profiles on one page, no JavaScript needed)
 ----------------------------------------------------------------
 Every profile the user may start is a ``<fieldset>`` with all of its own controls; one set of
@@ -60,6 +64,7 @@ __all__ = [
     "Select",
     "TextInput",
     "build_form",
+    "capacity_figures",
     "capacity_types",
     "cpu_label",
     "default_profile_for",
@@ -96,6 +101,11 @@ class Option:
     selected: bool = False
     note: str = ""
     id: str = ""
+    # GPU types only: the "N of M free" part of ``note`` and what comes before it, kept apart so
+    # that the form's script can refresh the figures in place (``capacity_of`` names the type).
+    static_note: str = ""
+    capacity_note: str = ""
+    capacity_of: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +218,10 @@ class FormView:
     images_apply: bool
     images_note: str = ""
     empty_message: str = ""
+    # The user's cost over the usage window and their quotas, one sentence each.
+    usage: tuple[str, ...] = ()
+    # Where the script refreshes GPU figures (the hub's JSON route); empty: no script.
+    gpus_url: str = ""
 
 
 # --- labels ------------------------------------------------------------------------------------
@@ -394,14 +408,18 @@ class _ProfileBuilder:
             extras = [_with_resources(choice)]
             if choice.max_count > 1:
                 extras.append(f"up to {choice.max_count}")
-            extras.append(_capacity_note(self.capacity.get(choice.id)))
+            static = ", ".join(e for e in extras if e)
+            live = _capacity_note(self.capacity.get(choice.id))
             options.append(
                 Option(
                     value=choice.id,
                     label=_gpu_name(choice, self.instance),
-                    note=", ".join(e for e in extras if e),
+                    note=", ".join(e for e in (static, live) if e),
                     selected=choice.id == selected,
                     id=f"{self.name('gpu')}:{choice.id}",
+                    static_note=static,
+                    capacity_note=live,
+                    capacity_of=choice.id if live else "",
                 )
             )
         most = max(c.max_count for c in self.gpus)
@@ -505,6 +523,8 @@ def build_form(
     images_apply: bool = True,
     servers_run_as: str = "",
     reset_keeps_old_home: bool = True,
+    usage: Sequence[str] = (),
+    gpus_url: str = "",
 ) -> FormView:
     """The form for ``user``: only what their groups grant, the defaults pre-selected, and, in
     the profile they used last, their last choices (``last``: their previous request resolved
@@ -513,7 +533,9 @@ def build_form(
     ``capacity`` holds the free/total figures the backend gave for each GPU type (missing types
     show none); ``images_apply`` is false on a backend that runs no images, whose
     ``servers_run_as`` (e.g. "local processes") then says why. ``reset_keeps_old_home`` words
-    the reset box: kept aside (local backend) or deleted (a Kubernetes volume).
+    the reset box: kept aside (local backend) or deleted (a Kubernetes volume). ``usage`` holds
+    sentences about the user's cost and quotas, shown above the profiles; ``gpus_url`` is the
+    JSON route the page's script refreshes the GPU figures from.
     """
     instance = profiles.instance
     images_note = ""
@@ -529,6 +551,7 @@ def build_form(
             images_note=images_note,
             empty_message="No profile of this hub is open to your groups. "
             "Ask the hub's operators for access.",
+            usage=tuple(usage),
         )
     chosen = last.profile if last is not None else None
     if chosen not in {p.slug for p in allowed}:
@@ -547,7 +570,17 @@ def build_form(
         profiles=views,
         images_apply=images_apply,
         images_note=images_note,
+        usage=tuple(usage),
+        gpus_url=gpus_url,
     )
+
+
+def capacity_figures(capacity: Mapping[str, GpuCapacity]) -> dict[str, dict[str, int | str]]:
+    """The JSON body of the GPU route: free, total and the form's wording, by GPU type."""
+    return {
+        gpu: {"free": figures.free, "total": figures.total, "note": _capacity_note(figures)}
+        for gpu, figures in sorted(capacity.items())
+    }
 
 
 # --- reading the posted form -------------------------------------------------------------------

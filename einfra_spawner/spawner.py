@@ -19,6 +19,14 @@ How a refused request reaches the caller (JupyterHub 6.1.1; ``tests/e2e`` checks
   was skipped, so no path starts an unvalidated request.
 * a :class:`~einfra_spawner.BackendError` in ``start`` becomes a 503 with the backend's message
   (the REST body, the progress page, or the error page of the form).
+* quotas are checked in the same ``run_pre_spawn_hook``, after resolution, against the usage
+  ledger (:mod:`einfra_spawner.usage`): a refusal is a ``SpawnException`` with status 403, which
+  JupyterHub passes through to the REST caller as a 403 JSON error with the quota's message, and
+  the backend is never called. A ledger that does not answer refuses starts with a 503.
+
+Usage: each run is an interval in the ledger, opened when the start is admitted, marked running
+when the backend answers, refreshed ("last seen running") at every poll, closed at stop, or at
+its last-seen time when a poll finds the server gone (see :mod:`einfra_spawner.usage.accounting`).
 
 Per-process caches: profile folders are loaded once per process and folder; the backend object is
 built once per process and name and shared by every spawner (it may hold watches and caches).
@@ -28,22 +36,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
 import jinja2
 from jupyterhub.spawner import Spawner
+from jupyterhub.utils import url_path_join
 from sqlalchemy import inspect as sqlalchemy_inspect
 from tornado import web
 from traitlets import Float, Unicode, default
 
 from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest, load_backend_class
 from .errors import BackendError, EInfraError, OptionsError, ProfileError
-from .form import build_form, capacity_types, request_from_form, request_from_query
+from .form import build_form, capacity_figures, capacity_types, request_from_form, request_from_query
 from .profiles import ProfileSet, load_profiles
 from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import ResolvedOptions, UserContext, resolve_options
+from .usage import QuotaExceeded
+from .usage import metrics as usage_metrics
+from .usage.accounting import UsageAccounting
 
 try:  # JupyterHub >= 6: a refusal that metrics count as a policy failure, not an error
     from jupyterhub.spawner import SpawnException
@@ -88,7 +101,7 @@ def _form_template() -> jinja2.Template:
     return environment.get_template("form.html")
 
 
-class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
+class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterhub is untyped
     """Spawns single-user servers from declarative profiles, through a pluggable backend."""
 
     profiles_dir = Unicode(
@@ -123,10 +136,38 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         """,
     ).tag(config=True)
 
+    usage_db_url = Unicode(
+        "sqlite:///einfra-usage.sqlite",
+        help="""The usage ledger's database: an SQLAlchemy URL.
+
+        One row per run of a server (who, which resources, the prices in force, when), from
+        which the form shows the user's cost over the instance's ``usage_window_days``, quotas
+        count what is running, and ``einfra-spawner usage`` reports. The default is an SQLite
+        file in the hub's working directory (nothing to set up); in production use a server
+        such as PostgreSQL (``postgresql+psycopg://user:password@host/db``, with the
+        ``psycopg`` driver installed), which several hub instances may share: rows carry the
+        instance's name. The schema is created and migrated at first use.
+        Default: ``sqlite:///einfra-usage.sqlite``.
+        """,
+    ).tag(config=True)
+
+    usage_timeout = Float(
+        5.0,
+        min=0.1,
+        help="""How long the form waits for the usage figures from the ledger, in seconds.
+
+        When the database is slower, the form is shown without the user's cost and quotas
+        (starts still check quotas, and wait for the database as long as it takes).
+        Default: 5 seconds.
+        """,
+    ).tag(config=True)
+
     # Per-server facts, never configuration: the request resolved for the start in progress, the
     # options the running server was given, and the backend's state for that server.
     _pending: ResolvedOptions | None = None
     _options: ResolvedOptions | None = None
+    _interval_id: int | None = None  # this run's row in the usage ledger
+    _spawn_began: float | None = None  # monotonic time the start was admitted, for the metric
     _backend_state: dict[str, Any]
     user_options: dict[str, Any]  # JupyterHub's trait, annotated for the type checker only
 
@@ -203,6 +244,29 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         """What the start in progress (or the running server) was granted, if known."""
         return self._pending or self._options
 
+    # --- usage: quotas at start (the ledger work is in UsageAccounting) -----------------------
+
+    async def _admit(self, options: ResolvedOptions) -> None:
+        """Check the quotas and open this run's interval, in one ledger transaction; a refusal
+        is a 403 with the limit and what is in use, before the backend is called."""
+        try:
+            opened = await self._open_interval(options)
+        except QuotaExceeded as exc:
+            self.log.info("Quota refused a start of %s: %s", self._log_name, exc)
+            usage_metrics.SPAWN_FAILURES.labels(reason="quota").inc()
+            raise _refusal(str(exc), reason="quota", status=403) from exc
+        except Exception as exc:
+            # Fail closed: without the ledger, quotas cannot be enforced nor the run accounted.
+            self.log.exception("Usage ledger at %s failed; refusing the start", self.usage_db_url)
+            usage_metrics.SPAWN_FAILURES.labels(reason="usage").inc()
+            raise _refusal(
+                "The usage database of this hub does not answer; servers cannot start until it does. "
+                "The hub's operators can see why in its log.",
+                reason="usage",
+                status=503,
+            ) from exc
+        self._interval_id = opened.id
+
     # --- the options form ------------------------------------------------------------------------
 
     async def get_options_form(self) -> str:
@@ -224,8 +288,16 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             images_apply=bool(getattr(backend, "supports_images", True)),
             servers_run_as=str(getattr(backend, "description", "") or ""),
             reset_keeps_old_home=bool(getattr(backend, "reset_keeps_old_home", True)),
+            usage=await self._form_usage(),
+            gpus_url=url_path_join(self.hub.base_url, "api/einfra/gpus") if self.hub else "",
         )
         return _form_template().render(form=view)
+
+    async def gpu_figures(self) -> dict[str, dict[str, int | str]]:
+        """Free/total GPUs of the types this user can see, as the JSON route returns them."""
+        profiles = self.profile_set()
+        capacity = await self._gpu_capacity(self.backend_object(), profiles, self.user_context())
+        return capacity_figures(capacity)
 
     async def _gpu_capacity(
         self, backend: Backend, profiles: ProfileSet, user: UserContext
@@ -236,7 +308,9 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             return {}
         types = {name: profiles.instance.gpu_types[name] for name in wanted}
         try:
-            return await asyncio.wait_for(backend.gpu_capacity(types), timeout=self.gpu_capacity_timeout)
+            capacity = await asyncio.wait_for(backend.gpu_capacity(types), timeout=self.gpu_capacity_timeout)
+            usage_metrics.record_capacity(capacity)
+            return capacity
         except asyncio.TimeoutError:
             self.log.warning(
                 "GPU capacity took longer than %.1f s; showing the form without it",
@@ -263,16 +337,58 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
 
     def run_pre_spawn_hook(self) -> Any:
         """Resolve the request before anything else runs (so a refusal is a 400 and nothing
-        starts), then run the operator's ``pre_spawn_hook``, which may read
-        :attr:`resolved_options`."""
-        self._pending = self.resolve(self.user_options)
-        return super().run_pre_spawn_hook()
+        starts), check the quotas and open the usage interval (a refusal is a 403), then run the
+        operator's ``pre_spawn_hook``, which may read :attr:`resolved_options`.
+
+        JupyterHub awaits what this returns, so the ledger work can be asynchronous."""
+        try:
+            self._pending = self.resolve(self.user_options)
+        except web.HTTPError:
+            usage_metrics.SPAWN_FAILURES.labels(reason="options").inc()
+            raise
+        return self._admit_then_hook(self._pending)
+
+    async def _admit_then_hook(self, options: ResolvedOptions) -> Any:
+        await self._admit(options)
+        self._spawn_began = time.monotonic()
+        result = super().run_pre_spawn_hook()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        return result
 
     async def start(self) -> tuple[str, int]:
         """Resolve, render, and have the backend start the server; return where it listens."""
-        options = self._pending or self.resolve(self.user_options)
+        if self._pending is None:  # the pre-spawn hook was skipped: resolve and admit now
+            self._pending = self.resolve(self.user_options)
+            await self._admit(self._pending)
+        options = self._pending
         self._pending = None
         self._options = options
+        began = self._spawn_began if self._spawn_began is not None else time.monotonic()
+        self._spawn_began = None
+        try:
+            endpoint = await self._start_backend(options)
+        except web.HTTPError as exc:
+            reason = str(getattr(exc, "reason", "") or "error")
+            usage_metrics.SPAWN_FAILURES.labels(reason=reason).inc()
+            usage_metrics.SPAWN_DURATION.labels(profile=options.profile, outcome="failure").observe(
+                time.monotonic() - began
+            )
+            raise
+        except Exception:
+            usage_metrics.SPAWN_FAILURES.labels(reason="error").inc()
+            usage_metrics.SPAWN_DURATION.labels(profile=options.profile, outcome="failure").observe(
+                time.monotonic() - began
+            )
+            raise
+        usage_metrics.SPAWN_DURATION.labels(profile=options.profile, outcome="success").observe(
+            time.monotonic() - began
+        )
+        await self._mark_running()
+        return endpoint
+
+    async def _start_backend(self, options: ResolvedOptions) -> tuple[str, int]:
+        """Render the manifests and have the backend start the server."""
         identity = self.identity()
         # JupyterHub tells the server where to listen through JUPYTERHUB_SERVICE_URL (get_env),
         # built from ip and port. A backend may say where its servers listen: a pod on every
@@ -327,25 +443,35 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             session.commit()  # before the await: JupyterHub commits before it awaits too
 
     async def stop(self, now: bool = False) -> None:
-        """Stop the server and wait until it is gone (nothing to do if it never started)."""
+        """Stop the server and wait until it is gone (nothing to do if it never started), then
+        close its usage interval now (a start that never ran leaves no interval)."""
         if not self._backend_state:
+            await self._end_interval(time.time())
             return
         try:
             await self.backend_object().stop(self.identity(), self._backend_state)
         except BackendError as exc:
             self.log.error("Could not stop %s: %s", self._log_name, exc)
             raise _refusal(str(exc), reason="backend", status=503) from exc
+        await self._end_interval(time.time())
 
     async def poll(self) -> int | None:
         """``None`` while the server runs, else its exit status (0 when never started)."""
         if not self._backend_state:
             return 0
         try:
-            return await self.backend_object().poll(self.identity(), self._backend_state)
+            status = await self.backend_object().poll(self.identity(), self._backend_state)
         except BackendError as exc:
             # Not knowing is not "stopped": forgetting a running server would orphan it.
             self.log.warning("Could not poll %s, assuming it runs: %s", self._log_name, exc)
             return None
+        if status is None:
+            await self._seen_running()
+        else:
+            # Gone, at some moment since it was last seen running (perhaps while the hub was
+            # down): the interval ends there, not now.
+            await self._end_interval(None)
+        return status
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """JupyterHub's progress events, from the backend's."""
@@ -374,12 +500,16 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         if self._backend_state:
             state["backend"] = self.backend
             state["server"] = self._backend_state
+        if self._interval_id is not None:
+            state["usage_interval"] = self._interval_id
         return state
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         super().load_state(state)
         server = state.get("server")
         self._backend_state = dict(server) if isinstance(server, Mapping) else {}
+        interval = state.get("usage_interval")
+        self._interval_id = interval if isinstance(interval, int) else None
         saved = state.get("backend")
         if self._backend_state and saved != self.backend:
             self.log.warning(
@@ -395,6 +525,7 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         self._backend_state = {}
         self._options = None
         self._pending = None
+        self._interval_id = None
 
     def get_env(self) -> dict[str, str]:
         """JupyterHub's environment, plus the profile's ``default_url`` where images apply.
@@ -433,7 +564,9 @@ def configure(c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "l
     Sets ``JupyterHub.spawner_class``, ``EInfraSpawner.profiles_dir`` and ``.backend``, and the
     named servers: with ``servers_per_user: N`` above 1, named servers are allowed and limited
     to ``N - 1`` besides the default server (JupyterHub counts named servers that exist,
-    running or not). Returns the loaded profiles.
+    running or not). Installs the JSON route ``GET /hub/api/einfra/gpus`` (GPU figures for the
+    form's script) in ``JupyterHub.extra_handlers``, after any handlers already configured.
+    Returns the loaded profiles.
     """
     folder = os.path.abspath(os.fspath(profiles_dir))
     profiles = _load_profile_set(folder)
@@ -445,4 +578,8 @@ def configure(c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "l
     c.JupyterHub.allow_named_servers = servers > 1
     # 0 means "no limit" to JupyterHub; one server per user leaves no named server at all.
     c.JupyterHub.named_server_limit_per_user = servers - 1 if servers > 1 else 0
+    from .usage.handlers import HANDLERS  # imports JupyterHub's handlers: only when configuring
+
+    existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
+    c.JupyterHub.extra_handlers = existing + [h for h in HANDLERS if h not in existing]
     return profiles

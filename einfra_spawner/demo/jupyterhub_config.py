@@ -9,7 +9,9 @@ cookie secret, homes, logs) goes to one state folder. Environment variables (all
 * ``EINFRA_DEMO_BACKEND``: ``local`` (default), or ``kubernetes``: the Kubernetes backend against
   the fake API server of ``einfra_spawner.testing`` in process mode (a test harness, not a
   cluster: each pod runs as a local process on its own 127.0.0.N address);
-* ``EINFRA_DEMO_PORT``: the port on 127.0.0.1 (default 8000).
+* ``EINFRA_DEMO_PORT``: the port on 127.0.0.1 (default 8000);
+* ``EINFRA_DEMO_USAGE_DB``: the usage ledger's SQLAlchemy URL (default: ``einfra-usage.sqlite``
+  in the state folder).
 
 The end-to-end tests load this file and override only ports, paths and an API token.
 """
@@ -41,6 +43,11 @@ c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
 
 # The spawner: profiles, backend, and the named-server limit from instance.yaml.
 configure(c, profiles, backend=backend)
+# The usage ledger (cost shown on the form, quotas, `einfra-spawner usage --db ...`), next to
+# the hub's own database. EINFRA_DEMO_USAGE_DB: another SQLAlchemy URL, e.g. PostgreSQL.
+c.EInfraSpawner.usage_db_url = (
+    os.environ.get("EINFRA_DEMO_USAGE_DB") or f"sqlite:///{state / 'einfra-usage.sqlite'}"
+)
 
 if backend == "local":
     c.LocalBackend.home_root = str(state / "homes")

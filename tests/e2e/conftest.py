@@ -66,6 +66,9 @@ class Hub:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     backend: str = "local"
+    # Another instance folder than the demo's profiles/hub, and lines appended to the config.
+    profiles: Path | None = None
+    extra_config: str = ""
 
     @property
     def url(self) -> str:
@@ -104,9 +107,15 @@ c.JupyterHub.services = [{{"name": {SERVICE!r}, "api_token": {self.token!r}}}]
 c.JupyterHub.load_roles = {roles!r}
 c.LocalBackend.http_timeout = 30
 c.JupyterHub.log_level = "DEBUG"
+{self.extra_config}
 """
         )
         return config
+
+    @property
+    def usage_db_url(self) -> str:
+        """The usage ledger the demo configuration gives this hub."""
+        return f"sqlite:///{self.root / 'state' / 'einfra-usage.sqlite'}"
 
     def start(self) -> None:
         """Start the hub (again, on the same database) and wait until its API answers."""
@@ -118,6 +127,8 @@ c.JupyterHub.log_level = "DEBUG"
             "EINFRA_DEMO_PORT": str(self.port),
             "EINFRA_DEMO_BACKEND": self.backend,
         }
+        if self.profiles is not None:
+            env["EINFRA_DEMO_PROFILES"] = str(self.profiles)
         env.pop("JUPYTERHUB_API_TOKEN", None)
         self.starts += 1
         with self.log_path.open("ab") as log:

@@ -117,3 +117,106 @@ def test_schema_command_and_module_entry() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+
+def _ledger_with_three_users(path: Path) -> str:
+    import time
+    from decimal import Decimal
+
+    from einfra_spawner.usage import Interval, Ledger, Rates
+
+    url = f"sqlite:///{path / 'usage.sqlite'}"
+    ledger = Ledger(url)
+    now = time.time()
+    rates = Rates(
+        currency="CZK", cpu_hour=Decimal("0.35"), memory_gib_hour=Decimal("0.04"), gpu_hour=Decimal(38)
+    )
+    runs = [  # user, groups, CPUs, GiB, GPUs, hours ago started, hours ago stopped (None: running)
+        ("ada", ("gpu",), 4, 16, 2, 30.0, 20.0),
+        ("ada", ("gpu",), 2, 8, 0, 3.0, None),
+        ("ben", ("projects",), 8, 64, 0, 91 * 24.0, 89.5 * 24.0),  # partly before a 90-day window
+        ("cleo", (), 1, 4, 0, 2.0, 1.0),
+    ]
+    for user, groups, cpus, gib, gpus, began, ended in runs:
+        opened = ledger.open(
+            Interval(
+                instance="hub",
+                user=user,
+                profile="jupyterlab",
+                groups=groups,
+                cpu_millicores=cpus * 1000,
+                memory_bytes=gib * 2**30,
+                gpu="a40" if gpus else None,
+                gpu_count=gpus,
+                rates=rates,
+                started=now - began * 3600,
+            )
+        )
+        ledger.mark_running(opened.id, now - began * 3600)
+        if ended is not None:
+            ledger.end(opened.id, now - ended * 3600)
+    ledger.dispose()
+    return url
+
+
+def test_usage_prints_per_user_totals(tmp_path: Path) -> None:
+    url = _ledger_with_three_users(tmp_path)
+    code, out, err = run("usage", "--db", url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "user",
+        "servers",
+        "running",
+        "cpu",
+        "hours",
+        "gpu",
+        "hours",
+        "cpu",
+        "memory",
+        "gpu",
+        "total",
+        "currency",
+    ]
+    assert [line.split()[0] for line in lines[2:]] == ["ada", "ben", "cleo"]
+    # ada: 10 h of 4 CPUs, 16 GiB, 2 A40 = 14 + 6.40 + 760 = 780.40; plus 3 h of 2 CPUs, 8 GiB
+    # running (2.10 + 0.96); the exact figure depends on the seconds since the ledger was written.
+    ada = lines[2].split()
+    assert ada[1:3] == ["2", "1"] and ada[-1] == "CZK" and 783.4 <= float(ada[-2]) <= 783.5
+    # ben: only the 12 hours inside the window count (clipped): 12 h x (8 x 0.35 + 64 x 0.04).
+    assert lines[3].split()[-2] == "64.32"
+
+    code, out, _ = run("usage", "--db", url, "--group", "gpu", "--format", "csv")
+    assert (
+        code == 0
+        and out.splitlines()[0] == "user,servers,running,cpu_hours,gpu_hours,cpu,memory,gpu,total,currency"
+    )
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["ada"]
+
+    code, out, _ = run("usage", "--db", url, "--user", "cleo", "--days", "1", "--format", "json")
+    assert code == 0
+    assert json.loads(out) == [
+        {
+            "user": "cleo",
+            "servers": 1,
+            "running": 0,
+            "cpu_hours": 1.0,
+            "gpu_hours": 0.0,
+            "cpu": "0.35",
+            "memory": "0.16",
+            "gpu": "0.00",
+            "total": "0.51",
+            "currency": "CZK",
+        }
+    ]
+
+
+def test_usage_refuses_a_missing_database(tmp_path: Path) -> None:
+    code, _, err = run("usage", "--db", f"sqlite:///{tmp_path / 'none.sqlite'}")
+    assert code == 1 and "no usage database" in err
+    assert not (tmp_path / "none.sqlite").exists()
+    code, out, _ = run("usage", "--db", _ledger_with_three_users(tmp_path), "--user", "nobody")
+    assert code == 0 and "(no usage in this window)" in out

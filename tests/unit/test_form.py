@@ -66,12 +66,14 @@ class RenderedForm(HTMLParser):
         self.text_parts: list[str] = []
         self._select: dict[str, object] | None = None
         self._in_style = False
+        self._glue = False  # inline elements (span) do not separate words
         self.feed(html)
         self.close()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = {k: (v if v is not None else "") for k, v in attrs}
-        self._in_style = tag == "style"
+        self._in_style = tag in ("style", "script")
+        self._glue = tag == "span"
         if "id" in attributes:
             self.ids.append(attributes["id"])
         if tag == "input":
@@ -90,10 +92,16 @@ class RenderedForm(HTMLParser):
         if tag == "select":
             self._select = None
         self._in_style = False
+        self._glue = tag == "span"
 
     def handle_data(self, data: str) -> None:
-        if not self._in_style:
+        if self._in_style:
+            return
+        if self._glue and self.text_parts:
+            self.text_parts[-1] += data
+        else:
             self.text_parts.append(data)
+        self._glue = False
 
     @property
     def text(self) -> str:

@@ -8,7 +8,7 @@ per-process backend cache. The real hub and the real local backend are in ``test
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +28,7 @@ from einfra_spawner.backend import (
 )
 from einfra_spawner.models import GpuType
 from einfra_spawner.spawner import EInfraSpawner, configure
+from einfra_spawner.usage import AsyncLedger, accounting
 
 from .test_form import RenderedForm
 
@@ -80,6 +81,17 @@ class FakeBackend:
         pass
 
 
+@pytest.fixture(autouse=True)
+def ledgers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, AsyncLedger]]:
+    """A fresh in-memory usage ledger per test (one worker thread holds its one connection)."""
+    fresh: dict[str, AsyncLedger] = {}
+    monkeypatch.setattr(accounting, "_ledgers", fresh)
+    monkeypatch.setattr(accounting, "_swept", set())
+    yield fresh
+    for ledger in fresh.values():
+        ledger.shutdown()
+
+
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
     fake = FakeBackend()
@@ -109,6 +121,7 @@ def make_spawner(
     c = Config()
     c.EInfraSpawner.profiles_dir = str(PROFILES / folder)
     c.EInfraSpawner.backend = "fake"
+    c.EInfraSpawner.usage_db_url = "sqlite://"
     for key, value in config.items():
         c.EInfraSpawner[key] = value
     return EInfraSpawner(
@@ -157,7 +170,7 @@ async def test_last_choices_no_longer_allowed_fall_back_to_the_defaults(
 async def test_hostile_last_choices_never_reach_the_page(backend: FakeBackend) -> None:
     spawner = make_spawner(user_options={"image": '"><script>alert(1)</script>'})
     html = await spawner.get_options_form()
-    assert "<script>" not in html
+    assert "<script>alert" not in html
     assert "alert(1)" not in html
 
 
@@ -307,7 +320,7 @@ async def test_the_pre_spawn_hook_sees_the_resolved_options(backend: FakeBackend
         user_options={"profile": "rstudio"},
         pre_spawn_hook=lambda s: seen.append(s.resolved_options.profile),
     )
-    spawner.run_pre_spawn_hook()
+    await spawner.run_pre_spawn_hook()  # JupyterHub awaits it: the quota check is asynchronous
     assert seen == ["rstudio"]
     await spawner.start()
     assert backend.started[0].options.profile == "rstudio"
@@ -337,7 +350,7 @@ async def test_state_round_trips_so_a_restarted_hub_finds_its_server(
     assert await spawner.poll() == 0  # never started
     await spawner.start()
     state = spawner.get_state()
-    assert state == {"backend": "fake", "server": {"pid": 7, "server": "work"}}
+    assert state == {"backend": "fake", "server": {"pid": 7, "server": "work"}, "usage_interval": 1}
     restarted = make_spawner(server="work")
     restarted.load_state(state)
     assert await restarted.poll() is None
@@ -449,3 +462,155 @@ def test_every_trait_help_opens_with_a_one_line_summary() -> None:
         assert trait.metadata.get("config") is True
         summary = trait.help.strip().splitlines()[0]
         assert summary.endswith(".") and len(summary) <= 100, name
+
+
+# --- usage, quotas and metrics ---------------------------------------------------------------
+
+
+def sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def started(spawner: EInfraSpawner) -> EInfraSpawner:
+    """Start as JupyterHub does: the pre-spawn hook (awaited), then ``start``."""
+    await spawner.run_pre_spawn_hook()
+    await spawner.start()
+    return spawner
+
+
+def test_configure_installs_the_gpu_route_once() -> None:
+    from einfra_spawner.usage.handlers import GpuCapacityHandler
+
+    c = Config()
+    mine = ("/api/mine", object)
+    c.JupyterHub.extra_handlers = [mine]
+    configure(c, PROFILES / "hub")
+    configure(c, PROFILES / "hub")
+    assert c.JupyterHub.extra_handlers == [mine, ("/api/einfra/gpus", GpuCapacityHandler)]
+
+
+async def test_a_run_is_recorded_from_start_to_stop(
+    backend: FakeBackend, ledgers: dict[str, AsyncLedger]
+) -> None:
+    from einfra_spawner.usage import Ledger
+
+    successes = sample("einfra_spawn_duration_seconds_count", profile="jupyterlab", outcome="success")
+    spawner = await started(
+        make_spawner("gpu", "lab", server="work", user_options={"gpu": "a40", "cpu": "4"})
+    )
+    assert (
+        sample("einfra_spawn_duration_seconds_count", profile="jupyterlab", outcome="success")
+        == successes + 1
+    )
+    ledger = ledgers["sqlite://"]
+    (running,) = await ledger.call(Ledger.open_intervals, "hub")
+    assert (running.user, running.server, running.gpu, running.gpu_count) == ("alice", "work", "a40", 1)
+    assert running.cpu_millicores == 4000 and running.groups == ("gpu", "lab")
+    assert running.rates.gpu_hour == 38 and running.rates.currency == "CZK"
+    assert running.last_seen == running.started  # marked running when the backend answered
+    assert await spawner.poll() is None
+    seen = await ledger.call(Ledger.get, running.id)
+    assert seen is not None and seen.last_seen is not None and seen.last_seen >= running.started
+    await spawner.stop()
+    assert await ledger.call(Ledger.open_intervals, "hub") == []
+    closed = await ledger.call(Ledger.get, running.id)
+    assert closed is not None and closed.stopped is not None and closed.stopped >= seen.last_seen
+
+
+async def test_a_server_found_gone_is_closed_where_last_seen(
+    backend: FakeBackend, ledgers: dict[str, AsyncLedger]
+) -> None:
+    from einfra_spawner.usage import Ledger
+
+    spawner = await started(make_spawner(server="gone"))
+    state = spawner.get_state()
+    # The hub crashed; the server died while it was down; the restarted hub polls it.
+    restarted = make_spawner(server="gone")
+    restarted.load_state({**state, "server": {"pid": 8}})
+    assert await restarted.poll() == 0
+    closed = await ledgers["sqlite://"].call(Ledger.get, state["usage_interval"])
+    assert closed is not None and closed.stopped == closed.last_seen  # not "now"
+    await restarted.stop()  # JupyterHub then stops it: nothing more changes
+    assert await ledgers["sqlite://"].call(Ledger.get, state["usage_interval"]) == closed
+
+
+async def test_quotas_refuse_before_the_backend_is_called(backend: FakeBackend) -> None:
+    # profiles/hub: at most 4 GPUs and 5 servers per user.
+    two_a40 = {"gpu": "a40", "gpu_count": 2}
+    await started(make_spawner("gpu", server="one", user_options=two_a40))
+    await started(make_spawner("gpu", server="two", user_options=two_a40))  # 4 of 4: granted
+    refusals = sample("einfra_spawn_failures_total", reason="quota")
+    third = make_spawner("gpu", server="three", user_options={"gpu": "a40"})
+    with pytest.raises(web.HTTPError) as refused:
+        await third.run_pre_spawn_hook()
+    assert refusal(refused.value) == (
+        403,
+        "You may use at most 4 GPUs at once on this hub; your running servers use 4 and this one asks for 1.",
+    )
+    assert len(backend.started) == 2
+    assert sample("einfra_spawn_failures_total", reason="quota") == refusals + 1
+    await third.stop()  # what JupyterHub does after a refused start: nothing to undo
+    await started(make_spawner("gpu", server="three"))  # no GPU: still within 5 servers
+    form = RenderedForm(await make_spawner("gpu").get_options_form())
+    assert "You run 3 of your 5 servers." in form.text
+    assert "You use 4 of your 4 GPUs." in form.text
+
+
+async def test_a_failed_start_leaves_no_interval(
+    backend: FakeBackend, ledgers: dict[str, AsyncLedger]
+) -> None:
+    from einfra_spawner.usage import Ledger
+
+    backend.fail = "No NVIDIA A40 is free right now."
+    spawner = make_spawner("gpu", user_options={"gpu": "a40"})
+    await spawner.run_pre_spawn_hook()
+    assert len(await ledgers["sqlite://"].call(Ledger.open_intervals, "hub")) == 1  # held while starting
+    with pytest.raises(web.HTTPError):
+        await spawner.start()
+    await spawner.stop()
+    assert await ledgers["sqlite://"].call(Ledger.open_intervals, "hub") == []
+    assert await ledgers["sqlite://"].call(Ledger.intervals, 0.0, 1e12, None, (), False) == []
+
+
+async def test_the_form_shows_the_users_cost_and_refreshes_gpu_figures(backend: FakeBackend) -> None:
+    backend.capacity = {"a40": GpuCapacity("a40", 0, 2)}
+    html = await make_spawner("gpu").get_options_form()
+    form = RenderedForm(html)
+    assert "Your usage over the last 90 days: 0.00 CZK (CPU 0.00, memory 0.00, GPU 0.00)" in form.text
+    assert "You use 0 of your 4 GPUs." in form.text
+    assert '<span data-einfra-gpu="a40">0 of 2 free</span>' in html
+    assert 'var url = "/hub/api/einfra/gpus";' in html
+    assert sample("einfra_gpus_free", gpu="a40") == 0 and sample("einfra_gpus_total", gpu="a40") == 2
+    assert await make_spawner("gpu").gpu_figures() == {"a40": {"free": 0, "total": 2, "note": "0 of 2 free"}}
+
+
+async def test_a_broken_ledger_leaves_the_form_without_figures(backend: FakeBackend) -> None:
+    spawner = make_spawner(usage_db_url="nosuchdialect://")
+    form = RenderedForm(await spawner.get_options_form())
+    assert "Your usage" not in form.text and form.checked("profile") == ["jupyterlab"]
+
+
+async def test_without_prices_the_form_shows_no_cost(backend: FakeBackend, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    folder = tmp_path / "hub"
+    shutil.copytree(PROFILES / "hub", folder)
+    instance = yaml.safe_load((folder / "instance.yaml").read_text())
+    del instance["prices"]
+    (folder / "instance.yaml").write_text(yaml.safe_dump(instance))
+    form = RenderedForm(await make_spawner("gpu", folder=str(folder)).get_options_form())
+    assert "Your usage" not in form.text
+    assert "You use 0 of your 4 GPUs." in form.text
+
+
+async def test_a_broken_ledger_refuses_starts_with_a_503(backend: FakeBackend) -> None:
+    spawner = make_spawner(usage_db_url="sqlite:////nonexistent-folder/usage.sqlite")
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner.run_pre_spawn_hook()
+    status, message = refusal(refused.value)
+    assert status == 503 and message.startswith("The usage database of this hub does not answer")
+    assert backend.started == []

@@ -1,0 +1,159 @@
+"""The spawner's usage accounting: its side of the ledger, as a mixin of EInfraSpawner.
+
+Where it sits in the data flow: :class:`~einfra_spawner.spawner.EInfraSpawner` calls these at
+each step of a server's life (admitted -> running -> seen running at each poll -> stopped or found
+gone); they turn the step into a :class:`~.ledger.Ledger` call on the ledger's worker thread,
+feed the cost metric, and build the form's usage sentences with the pure :mod:`.cost` and
+:mod:`.quota`. Refusals are raised as :class:`~.ledger.QuotaExceeded` (or any database error);
+the spawner turns them into the HTTP answers JupyterHub gives the user.
+
+Per process: one :class:`~.ledger.AsyncLedger` per database URL, shared by every spawner, and a
+record of the instances whose abandoned reservations were dropped (once, at the first use after
+a hub start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..resolve import ResolvedOptions, UserContext
+from . import metrics
+from .cost import Cost, Interval, describe_cost, interval_cost, rates_for, usage_cost, window
+from .ledger import AsyncLedger, Ledger
+from .quota import describe_quotas, quota_refusal
+
+if TYPE_CHECKING:
+    from ..profiles import ProfileSet
+
+__all__ = ["UsageAccounting"]
+
+_ledgers: dict[str, AsyncLedger] = {}
+# (ledger URL, instance) pairs whose abandoned reservations this process has dropped.
+_swept: set[tuple[str, str]] = set()
+
+
+class UsageAccounting:
+    """What EInfraSpawner does with the usage ledger (a mixin: it needs the attributes below)."""
+
+    usage_db_url: str
+    usage_timeout: float
+    name: str
+    user: Any
+    log: Any
+    _interval_id: int | None
+    _log_name: str
+
+    if TYPE_CHECKING:
+
+        def profile_set(self) -> ProfileSet: ...
+
+        def user_context(self) -> UserContext: ...
+
+    async def ledger(self) -> AsyncLedger:
+        """The ledger at :attr:`usage_db_url`, shared per process; on first use for this
+        instance, starts a crash cut short (never running) are forgotten."""
+        ledger = _ledgers.get(self.usage_db_url)
+        if ledger is None:
+            ledger = _ledgers.setdefault(self.usage_db_url, AsyncLedger(self.usage_db_url))
+        instance = self.profile_set().instance.name
+        if (self.usage_db_url, instance) not in _swept:
+            _swept.add((self.usage_db_url, instance))
+            dropped = await ledger.call(Ledger.drop_reservations, instance)
+            if dropped:
+                self.log.info("Usage ledger: dropped %d start(s) a hub restart cut short", dropped)
+        return ledger
+
+    async def _spent(self, ledger: AsyncLedger, now: float) -> dict[str, Cost]:
+        """The user's cost over the usage window ending ``now``, by currency."""
+        instance = self.profile_set().instance
+        since, until = window(now, instance.usage_window_days)
+        intervals = await ledger.call(Ledger.intervals, since, until, instance.name, [self.user.name])
+        return usage_cost(intervals, since, until)
+
+    async def usage_lines(self) -> tuple[str, ...]:
+        """The form's sentences about the user's cost and quotas."""
+        instance = self.profile_set().instance
+        currency = instance.prices.currency if instance.prices is not None else "CZK"
+        ledger = await self.ledger()
+        now = time.time()
+        spent = await self._spent(ledger, now)
+        running = await ledger.call(Ledger.open_intervals, instance.name)
+        # Without prices nothing is priced: no cost line rather than a misleading "0.00".
+        lines = [describe_cost(spent, instance.usage_window_days, currency)] if instance.prices else []
+        lines.extend(describe_quotas(instance.quotas, self.user_context(), running, spent, currency))
+        return tuple(lines)
+
+    async def _open_interval(self, options: ResolvedOptions) -> Interval:
+        instance = self.profile_set().instance
+        ledger = await self.ledger()
+        now = time.time()
+        currency = instance.prices.currency if instance.prices is not None else "CZK"
+        spent = await self._spent(ledger, now) if instance.quotas.budget is not None else None
+        user = self.user_context()
+        gpu = options.gpu.id if options.gpu is not None else None
+        interval = Interval(
+            instance=instance.name,
+            user=user.name,
+            server=self.name,
+            profile=options.profile,
+            groups=tuple(sorted(user.groups)),
+            cpu_millicores=options.cpu_limit,
+            memory_bytes=options.memory_limit,
+            gpu=gpu,
+            gpu_count=options.gpu.count if options.gpu is not None else 0,
+            rates=rates_for(instance.prices, gpu),
+            started=now,
+        )
+
+        def admit(running: list[Interval]) -> str | None:
+            return quota_refusal(instance.quotas, user, options, running, spent, currency)
+
+        return await ledger.call(Ledger.open, interval, admit)
+
+    async def _end_interval(self, at: float | None) -> None:
+        """Close this run's interval at ``at`` (``None``: where it was last seen running)."""
+        interval_id, self._interval_id = self._interval_id, None
+        if interval_id is None:
+            return
+        try:
+            ledger = await self.ledger()
+            closed = await ledger.call(Ledger.end, interval_id, at)
+        except Exception:  # the ledger must never keep a server from stopping
+            self.log.exception("Usage ledger: could not close interval %s", interval_id)
+            return
+        if closed is not None and closed.last_seen is not None and closed.stopped is not None:
+            metrics.record_cost(closed.profile, interval_cost(closed, closed.last_seen, closed.stopped))
+
+    async def _mark_running(self) -> None:
+        """The backend started the server: its run, and its cost, begin now."""
+        if self._interval_id is None:
+            return
+        try:
+            ledger = await self.ledger()
+            await ledger.call(Ledger.mark_running, self._interval_id, time.time())
+        except Exception:  # accounting must not fail a started server
+            self.log.exception("Usage ledger: could not mark %s as running", self._log_name)
+
+    async def _seen_running(self) -> None:
+        if self._interval_id is None:
+            return
+        now = time.time()
+        try:
+            ledger = await self.ledger()
+            before = await ledger.call(Ledger.seen_running, self._interval_id, now)
+        except Exception:
+            self.log.exception("Usage ledger: could not record %s as running", self._log_name)
+            return
+        if before is not None and before.last_seen is not None:
+            metrics.record_cost(before.profile, interval_cost(before, before.last_seen, now))
+
+    async def _form_usage(self) -> tuple[str, ...]:
+        try:
+            return await asyncio.wait_for(self.usage_lines(), timeout=self.usage_timeout)
+        except asyncio.TimeoutError:
+            self.log.warning("Usage figures took longer than %.1f s; form without them", self.usage_timeout)
+        except Exception:  # a form without figures beats no form at all
+            self.log.exception("Usage figures failed; showing the form without them")
+        return ()

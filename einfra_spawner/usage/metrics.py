@@ -1,0 +1,56 @@
+"""Prometheus metrics of this spawner, served by JupyterHub's own ``/hub/metrics``.
+
+Where it sits in the data flow: the spawner observes spawns and refusals, the GPU capacity it
+computes for the form (and the JSON route) sets the GPU gauges, and the ledger's cost of each
+stretch of running time (added at every poll and at stop) feeds the cost counter. The metrics
+live in prometheus_client's default registry, which is the one JupyterHub's handler renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from ..backend import GpuCapacity
+from .cost import Cost
+
+__all__ = [
+    "COST",
+    "GPUS_FREE",
+    "GPUS_TOTAL",
+    "SPAWN_DURATION",
+    "SPAWN_FAILURES",
+    "record_capacity",
+    "record_cost",
+]
+
+SPAWN_DURATION = Histogram(
+    "einfra_spawn_duration_seconds",
+    "Time from an admitted request to a started (or failed) server, by profile and outcome",
+    ["profile", "outcome"],
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, float("inf")),
+)
+SPAWN_FAILURES = Counter(
+    "einfra_spawn_failures",
+    "Starts refused or failed, by reason (options, quota, backend, error)",
+    ["reason"],
+)
+GPUS_FREE = Gauge("einfra_gpus_free", "Free GPUs (or slices) of each type, when last computed", ["gpu"])
+GPUS_TOTAL = Gauge("einfra_gpus_total", "All GPUs (or slices) of each type, when last computed", ["gpu"])
+COST = Counter(
+    "einfra_cost",
+    "Cost accumulated by running servers, by profile, in the instance's currency",
+    ["profile", "currency"],
+)
+
+
+def record_capacity(capacity: Mapping[str, GpuCapacity]) -> None:
+    for gpu, figures in capacity.items():
+        GPUS_FREE.labels(gpu=gpu).set(figures.free)
+        GPUS_TOTAL.labels(gpu=gpu).set(figures.total)
+
+
+def record_cost(profile: str, cost: Cost) -> None:
+    if cost.total > 0:
+        COST.labels(profile=profile, currency=cost.currency).inc(float(cost.total))

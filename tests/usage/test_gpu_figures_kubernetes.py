@@ -1,0 +1,113 @@
+"""GPU availability on the form and in the JSON route's body, from the Kubernetes backend against
+the test harness (the fake API server): several GPU types, one of them fully taken by a running
+server, one with no node at all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from traitlets.config import Config
+
+from einfra_spawner import spawner as spawner_module
+from einfra_spawner.spawner import EInfraSpawner
+from einfra_spawner.testing import FakeKubernetes, FakeNode
+from einfra_spawner.usage import AsyncLedger, accounting
+
+from ..unit.test_form import RenderedForm
+from ..unit.test_spawner import PROFILES
+
+
+def product(name: str) -> dict[str, str]:
+    return {"nvidia.com/gpu.product": name}
+
+
+NODES = [
+    FakeNode("cpu-1", cpu="32", memory="128Gi"),
+    FakeNode("a40-1", cpu="64", memory="256Gi", gpus={"nvidia.com/gpu": 2}, labels=product("NVIDIA-A40")),
+    FakeNode("a10-1", cpu="32", memory="128Gi", gpus={"nvidia.com/gpu": 2}, labels=product("NVIDIA-A10")),
+    FakeNode(
+        "h100-1", cpu="96", memory="1Ti", gpus={"nvidia.com/gpu": 1}, labels=product("NVIDIA-H100-PCIe")
+    ),
+    FakeNode(
+        "mig-1", cpu="64", memory="512Gi", gpus={"nvidia.com/mig-1g.10gb": 7, "nvidia.com/mig-2g.20gb": 3}
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def per_test_ledgers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    ledgers: dict[str, AsyncLedger] = {}
+    monkeypatch.setattr(accounting, "_ledgers", ledgers)
+    monkeypatch.setattr(accounting, "_swept", set())
+    yield
+    for ledger in ledgers.values():
+        ledger.shutdown()
+
+
+@pytest_asyncio.fixture
+async def cluster(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeKubernetes]:
+    """The harness, and the spawner's backend cache emptied before and closed (its watches
+    stopped) before the harness goes away."""
+    backends: dict[str, Any] = {}
+    monkeypatch.setattr(spawner_module, "_backends", backends)
+    async with FakeKubernetes(nodes=NODES) as k8s:
+        yield k8s
+        for backend in backends.values():
+            await backend.close()
+
+
+def spawner_for(cluster: FakeKubernetes, server: str = "", **user_options: Any) -> EInfraSpawner:
+    user = SimpleNamespace(
+        name="ada", escaped_name="ada", groups=[SimpleNamespace(name="gpu")], admin=False, url="/user/ada/"
+    )
+    hub = SimpleNamespace(public_host="", api_url="http://127.0.0.1:8081/hub/api/", base_url="/hub/")
+    orm_spawner = SimpleNamespace(
+        name=server, display_name=server, user_options=dict(user_options), server=None
+    )
+    c = Config()
+    c.EInfraSpawner.profiles_dir = str(PROFILES / "hub")
+    c.EInfraSpawner.backend = "kubernetes"
+    c.EInfraSpawner.usage_db_url = "sqlite://"
+    c.KubernetesBackend.api_url = cluster.url
+    c.KubernetesBackend.namespace = "default"
+    c.KubernetesBackend.delete_grace_seconds = 1
+    c.KubernetesBackend.capacity_cache_seconds = 0
+    return EInfraSpawner(
+        user=user,
+        hub=hub,
+        orm_spawner=orm_spawner,
+        config=c,
+        user_options=dict(user_options),
+        oauth_client_id="jupyterhub-user-ada",
+    )
+
+
+async def test_the_form_and_the_route_show_free_and_total_gpus_per_type(cluster: FakeKubernetes) -> None:
+    running = spawner_for(cluster, "big", gpu="h100", gpu_count=1)
+    await running.run_pre_spawn_hook()
+    await running.start()
+    try:
+        viewer = spawner_for(cluster)
+        figures = await viewer.gpu_figures()
+        assert figures == {
+            "a10": {"free": 2, "total": 2, "note": "2 of 2 free"},
+            "a100": {"free": 0, "total": 0, "note": "none available"},
+            "a40": {"free": 2, "total": 2, "note": "2 of 2 free"},
+            "h100": {"free": 0, "total": 1, "note": "0 of 1 free"},
+            "mig-1g.10gb": {"free": 7, "total": 7, "note": "7 of 7 free"},
+            "mig-2g.20gb": {"free": 3, "total": 3, "note": "3 of 3 free"},
+        }
+        html = await viewer.get_options_form()
+        form = RenderedForm(html)
+        assert "NVIDIA H100 (0 of 1 free)" in form.text
+        assert "NVIDIA A40 (up to 2, 2 of 2 free)" in form.text
+        assert "NVIDIA A100 80GB (up to 2, none available)" in form.text
+        assert '<span data-einfra-gpu="h100">0 of 1 free</span>' in html
+        assert "You use 1 of your 4 GPUs." in form.text  # the H100 server, from the ledger
+    finally:
+        await running.stop()
+    assert (await spawner_for(cluster).gpu_figures())["h100"]["free"] == 1
