@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..resolve import ResolvedOptions, UserContext
@@ -110,7 +111,10 @@ class UsageAccounting:
         def admit(running: list[Interval]) -> str | None:
             return quota_refusal(instance.quotas, user, options, running, spent, currency)
 
-        return await ledger.call(Ledger.open, interval, admit)
+        # Reading every open interval of the instance made each admission cost O(running
+        # servers); only a group quota the user falls under needs other users' intervals.
+        whole_instance = any(group in user.groups for group in instance.quotas.group_max_gpus)
+        return await ledger.call(partial(Ledger.open, whole_instance=whole_instance), interval, admit)
 
     async def _end_interval(self, at: float | None) -> None:
         """Close this run's interval at ``at`` (``None``: where it was last seen running)."""

@@ -109,8 +109,10 @@ class Ledger:
         """Close the database connections."""
         self.engine.dispose()
 
-    def _open_rows(self, connection: sa.Connection, instance: str) -> list[Interval]:
+    def _open_rows(self, connection: sa.Connection, instance: str, user: str | None = None) -> list[Interval]:
         query = sa.select(INTERVALS).where(_COLUMNS.instance == instance, _COLUMNS.stopped.is_(None))
+        if user is not None:
+            query = query.where(_COLUMNS.user_name == user)
         return [_interval(row) for row in connection.execute(query)]
 
     def _end_earlier_runs(self, connection: sa.Connection, interval: Interval) -> None:
@@ -126,14 +128,20 @@ class Ledger:
         connection.execute(sa.update(INTERVALS).where(same).values(stopped=_COLUMNS.last_seen))
 
     def open(
-        self, interval: Interval, admit: Callable[[list[Interval]], str | None] | None = None
+        self,
+        interval: Interval,
+        admit: Callable[[list[Interval]], str | None] | None = None,
+        *,
+        whole_instance: bool = True,
     ) -> Interval:
-        """Record a start; ``admit`` sees the instance's other open intervals and may refuse with
-        a message (:class:`QuotaExceeded`), in the same transaction as the insert."""
+        """Record a start; ``admit`` sees the instance's other open intervals (only the user's own
+        when ``whole_instance`` is false: no group quota concerns them) and may refuse with a
+        message (:class:`QuotaExceeded`), in the same transaction as the insert."""
         with self.engine.begin() as connection:
             self._end_earlier_runs(connection, interval)
             if admit is not None:
-                refusal = admit(self._open_rows(connection, interval.instance))
+                scope = None if whole_instance else interval.user
+                refusal = admit(self._open_rows(connection, interval.instance, scope))
                 if refusal is not None:
                     raise QuotaExceeded(refusal)
             values = _row_values(replace(interval, stopped=None))
