@@ -41,53 +41,16 @@ def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:
 
 
 def test_render_a_gpu_request_as_json() -> None:
-    status, out, err = run(
-        "render",
-        "--profiles",
-        str(PROFILES_DIR / "hub"),
-        "--user",
-        "ada",
-        "--server",
-        "gpu",
-        "--group",
-        "gpu",
-        "--group",
-        "meta",
-        "--option",
-        "gpu=a40",
-        "--option",
-        "gpu_count=2",
-        "--option",
-        "mounts=metacentrum",
-        "--option",
-        "mounts=projects",
-        "--format",
-        "json",
-    )
+    gpu_request = (
+        "render", "--profiles", str(PROFILES_DIR / "hub"), "--user", "ada", "--server", "gpu",
+        "--group", "gpu", "--group", "meta", "--option", "gpu=a40", "--option", "gpu_count=2",
+        "--option", "mounts=metacentrum", "--format", "json",
+    )  # fmt: skip
     # projects is not granted to ada (not in the group): the listed value is refused
+    status, out, err = run(*gpu_request, "--option", "mounts=projects")
     assert status == 2 and out == ""
     assert err.strip() == ("einfra-spawner: refused: mounts: 'projects' is not allowed; allowed: metacentrum")
-    status, out, err = run(
-        "render",
-        "--profiles",
-        str(PROFILES_DIR / "hub"),
-        "--user",
-        "ada",
-        "--server",
-        "gpu",
-        "--group",
-        "gpu",
-        "--group",
-        "meta",
-        "--option",
-        "gpu=a40",
-        "--option",
-        "gpu_count=2",
-        "--option",
-        "mounts=metacentrum",
-        "--format",
-        "json",
-    )
+    status, out, err = run(*gpu_request)
     assert status == 0, err
     objects = json.loads(out)
     assert [o["kind"] for o in objects] == ["Pod", "PersistentVolumeClaim"]
