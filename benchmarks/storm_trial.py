@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -213,6 +214,22 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process, by thread name (threads of one name summed):
+    the event loop is ``MainThread``; the usage ledger's worker is ``einfra-usage_0``."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    seconds: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(task.name), "other")
+        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        seconds[name] = seconds.get(name, 0.0) + used
+    return seconds
+
+
 def requests_by_kind(stats: dict[str, Any]) -> dict[str, int]:
     return {f"{r['verb']} {r['resource']}": int(r["count"]) for r in stats["requests"]}
 
@@ -280,7 +297,9 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
                     return await spawner.start()
 
                 profiler = start_profiler(args.profile)
+                threads0 = thread_cpu()
                 latencies, results, wall, cpu = await timed_all(spawners, start)
+                threads = thread_cpu()
                 if profiler is not None:
                     stop_profiler(profiler, args.profile)
                 server_cpu = process_cpu(server.pid) - server_cpu0
@@ -292,6 +311,9 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
                     "wall_ms": wall * 1e3,
                     "cpu_ms_per_spawn": cpu * 1e3 / n,
                     "server_cpu_ms_per_spawn": server_cpu * 1e3 / n,
+                    "thread_cpu_ms_per_spawn": {
+                        name: (used - threads0.get(name, 0.0)) * 1e3 / n for name, used in threads.items()
+                    },
                     "returned": len(results) - len(errors),
                     "errors": errors[:5],
                     "requests": requests_by_kind(stats),
@@ -361,7 +383,7 @@ def start_profiler(path: Path | None) -> Any:
     if path.suffix == ".pstats":
         import cProfile
 
-        exact = cProfile.Profile(time.process_time)  # CPU, not wall time: waiting is not cost
+        exact = cProfile.Profile(time.thread_time)  # the loop thread's CPU: waiting is not cost
         exact.enable()
         return exact
     from pyinstrument import Profiler

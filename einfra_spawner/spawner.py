@@ -54,7 +54,7 @@ from .form import build_form, capacity_figures, capacity_types, request_from_for
 from .profiles import ProfileSet, load_profiles
 from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import ResolvedOptions, UserContext, resolve_options
-from .usage import QuotaExceeded
+from .usage import Interval, QuotaExceeded
 from .usage import metrics as usage_metrics
 from .usage.accounting import UsageAccounting
 
@@ -167,6 +167,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
     _pending: ResolvedOptions | None = None
     _options: ResolvedOptions | None = None
     _interval_id: int | None = None  # this run's row in the usage ledger
+    _opened: Interval | None = None  # that row as admitted, until the backend has started it
     _spawn_began: float | None = None  # monotonic time the start was admitted, for the metric
     _backend_state: dict[str, Any]
     user_options: dict[str, Any]  # JupyterHub's trait, annotated for the type checker only
@@ -266,6 +267,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
                 status=503,
             ) from exc
         self._interval_id = opened.id
+        self._opened = opened
 
     # --- the options form ------------------------------------------------------------------------
 
@@ -384,7 +386,9 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         usage_metrics.SPAWN_DURATION.labels(profile=options.profile, outcome="success").observe(
             time.monotonic() - began
         )
-        await self._mark_running()
+        if self._opened is not None:
+            await self._mark_running(self._opened)
+            self._opened = None
         return endpoint
 
     async def _start_backend(self, options: ResolvedOptions) -> tuple[str, int]:
@@ -526,6 +530,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         self._options = None
         self._pending = None
         self._interval_id = None
+        self._opened = None
+        self._seen = None
 
     def get_env(self) -> dict[str, str]:
         """JupyterHub's environment, plus the profile's ``default_url`` where images apply.

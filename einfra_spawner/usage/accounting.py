@@ -2,9 +2,10 @@
 
 Where it sits in the data flow: :class:`~einfra_spawner.spawner.EInfraSpawner` calls these at
 each step of a server's life (admitted -> running -> seen running at each poll -> stopped or found
-gone); they turn the step into a :class:`~.ledger.Ledger` call on the ledger's worker thread,
-feed the cost metric, and build the form's usage sentences with the pure :mod:`.cost` and
-:mod:`.quota`. Refusals are raised as :class:`~.ledger.QuotaExceeded` (or any database error);
+gone); they turn the step into a write queued for the ledger's worker thread (admission and
+closing are awaited; "running" and "last seen running" are not: they cannot fail a start or a
+poll, and the ledger keeps their order), feed the cost metric, and build the form's usage
+sentences with the pure :mod:`.cost` and :mod:`.quota`. Refusals are raised as :class:`~.ledger.QuotaExceeded` (or any database error);
 the spawner turns them into the HTTP answers JupyterHub gives the user.
 
 Per process: one :class:`~.ledger.AsyncLedger` per database URL, shared by every spawner, and a
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..resolve import ResolvedOptions, UserContext
 from . import metrics
 from .cost import Cost, Interval, describe_cost, interval_cost, rates_for, usage_cost, window
-from .ledger import AsyncLedger, Ledger
+from .ledger import AsyncLedger, Ledger, end_interval, mark_running, open_interval, seen_running
 from .quota import describe_quotas, quota_refusal
 
 if TYPE_CHECKING:
@@ -45,6 +47,9 @@ class UsageAccounting:
     log: Any
     _interval_id: int | None
     _log_name: str
+    #: This run as this process last saw it running (for the cost metric); ``None`` after a
+    #: hub restart until the next start.
+    _seen: Interval | None = None
 
     if TYPE_CHECKING:
 
@@ -114,44 +119,64 @@ class UsageAccounting:
         # Reading every open interval of the instance made each admission cost O(running
         # servers); only a group quota the user falls under needs other users' intervals.
         whole_instance = any(group in user.groups for group in instance.quotas.group_max_gpus)
-        return await ledger.call(partial(Ledger.open, whole_instance=whole_instance), interval, admit)
+        return await ledger.write(
+            partial(open_interval, interval=interval, admit=admit, whole_instance=whole_instance)
+        )
 
     async def _end_interval(self, at: float | None) -> None:
         """Close this run's interval at ``at`` (``None``: where it was last seen running)."""
         interval_id, self._interval_id = self._interval_id, None
+        self._seen = None
         if interval_id is None:
             return
         try:
             ledger = await self.ledger()
-            closed = await ledger.call(Ledger.end, interval_id, at)
+            closed = await ledger.write(partial(end_interval, interval_id=interval_id, at=at))
         except Exception:  # the ledger must never keep a server from stopping
             self.log.exception("Usage ledger: could not close interval %s", interval_id)
             return
         if closed is not None and closed.last_seen is not None and closed.stopped is not None:
             metrics.record_cost(closed.profile, interval_cost(closed, closed.last_seen, closed.stopped))
 
-    async def _mark_running(self) -> None:
-        """The backend started the server: its run, and its cost, begin now."""
-        if self._interval_id is None:
-            return
-        try:
-            ledger = await self.ledger()
-            await ledger.call(Ledger.mark_running, self._interval_id, time.time())
-        except Exception:  # accounting must not fail a started server
-            self.log.exception("Usage ledger: could not mark %s as running", self._log_name)
+    async def _mark_running(self, opened: Interval) -> None:
+        """The backend started the server: its run, and its cost, begin now.
 
-    async def _seen_running(self) -> None:
+        The write is queued, not awaited: nothing the start returns depends on it, and the
+        ledger keeps the order of one server's writes (a stop's close comes after it)."""
         if self._interval_id is None:
             return
         now = time.time()
         try:
             ledger = await self.ledger()
-            before = await ledger.call(Ledger.seen_running, self._interval_id, now)
+        except Exception:  # accounting must not fail a started server
+            self.log.exception("Usage ledger: could not mark %s as running", self._log_name)
+            return
+        self._seen = replace(opened, started=now, last_seen=now)
+        queued = ledger.write(partial(mark_running, interval_id=self._interval_id, now=now))
+        queued.add_done_callback(partial(self._log_ledger_failure, "mark as running"))
+
+    async def _seen_running(self) -> None:
+        """Poll saw the server running: queue "last seen running" (not awaited, so a poll costs
+        the hub almost nothing) and count the cost since the last sighting in the metric."""
+        if self._interval_id is None:
+            return
+        now = time.time()
+        try:
+            ledger = await self.ledger()
         except Exception:
             self.log.exception("Usage ledger: could not record %s as running", self._log_name)
             return
-        if before is not None and before.last_seen is not None:
-            metrics.record_cost(before.profile, interval_cost(before, before.last_seen, now))
+        queued = ledger.write(partial(seen_running, interval_id=self._interval_id, now=now))
+        queued.add_done_callback(partial(self._log_ledger_failure, "record as running"))
+        # The metric counts from this process's last sighting (unknown after a hub restart).
+        seen = self._seen
+        if seen is not None and seen.last_seen is not None and now > seen.last_seen:
+            metrics.record_cost(seen.profile, interval_cost(seen, seen.last_seen, now))
+            self._seen = replace(seen, last_seen=now)
+
+    def _log_ledger_failure(self, what: str, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            self.log.error("Usage ledger: could not %s %s", what, self._log_name, exc_info=done.exception())
 
     async def _form_usage(self) -> tuple[str, ...]:
         try:

@@ -7,31 +7,76 @@ poll, and closes it at stop. After a hub crash, a server that poll finds gone is
 last-seen time: never at "now" (the hub cannot know when it died) and never left open. A start
 that never ran (refused by the backend, or cut short by a crash) leaves no interval.
 
-:class:`Ledger` is synchronous and short (a few indexed statements per call).
-:class:`AsyncLedger` runs it on one worker thread, which keeps database latency off the hub's
-event loop and serialises this process's writes.
+The writes are functions of an open connection (:func:`open_interval`, :func:`mark_running`,
+:func:`seen_running`, :func:`end_interval`), each a few indexed statements built once.
+:class:`Ledger` runs each in a transaction of its own (the command line, tests).
+:class:`AsyncLedger` runs them on one worker thread, off the hub's event loop, and commits the
+writes that queued up meanwhile together: in a storm of spawns, hundreds of admissions share one
+transaction and one commit instead of each paying its own (see :meth:`AsyncLedger.write`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
 from .cost import Interval, Rates
 from .schema import INTERVALS, migrate
 
-__all__ = ["AsyncLedger", "Ledger", "QuotaExceeded"]
+__all__ = [
+    "AsyncLedger",
+    "Ledger",
+    "QuotaExceeded",
+    "end_interval",
+    "mark_running",
+    "open_interval",
+    "seen_running",
+]
 
 T = TypeVar("T")
 _COLUMNS = INTERVALS.c
+#: A write: a function of an open connection, run inside a transaction it does not manage.
+Write = Callable[[sa.Connection], T]
+
+# Statements are built once, with bound parameters: building one costs more than running it.
+_OPEN_OF_INSTANCE = sa.select(INTERVALS).where(
+    _COLUMNS.instance == sa.bindparam("instance"), _COLUMNS.stopped.is_(None)
+)
+_OPEN_OF_USER = _OPEN_OF_INSTANCE.where(_COLUMNS.user_name == sa.bindparam("user"))
+_OPEN_BY_ID = sa.select(INTERVALS).where(
+    _COLUMNS.id == sa.bindparam("interval_id"), _COLUMNS.stopped.is_(None)
+)
+_BY_ID = sa.select(INTERVALS).where(_COLUMNS.id == sa.bindparam("interval_id"))
+_INSERT = sa.insert(INTERVALS)
+_DELETE = sa.delete(INTERVALS).where(_COLUMNS.id == sa.bindparam("interval_id"))
+_CLOSE = (
+    sa.update(INTERVALS).where(_COLUMNS.id == sa.bindparam("interval_id")).values(stopped=sa.bindparam("at"))
+)
+_MARK_RUNNING = (
+    sa.update(INTERVALS)
+    .where(_COLUMNS.id == sa.bindparam("interval_id"), _COLUMNS.stopped.is_(None))
+    .values(started=sa.bindparam("now"), last_seen=sa.bindparam("now"))
+)
+# Never moves back: a late poll answer must not undo a later one.
+_SEEN = (
+    sa.update(INTERVALS)
+    .where(
+        _COLUMNS.id == sa.bindparam("interval_id"),
+        _COLUMNS.stopped.is_(None),
+        _COLUMNS.last_seen < sa.bindparam("now"),
+    )
+    .values(last_seen=sa.bindparam("now"))
+)
 
 
 class QuotaExceeded(Exception):
@@ -83,6 +128,74 @@ def _interval(row: sa.Row[Any]) -> Interval:
     )
 
 
+def _open_rows(connection: sa.Connection, instance: str, user: str | None = None) -> list[Interval]:
+    if user is None:
+        rows = connection.execute(_OPEN_OF_INSTANCE, {"instance": instance})
+    else:
+        rows = connection.execute(_OPEN_OF_USER, {"instance": instance, "user": user})
+    return [_interval(row) for row in rows]
+
+
+# --- the writes: each a function of a connection, inside a transaction -----------------------
+
+
+def open_interval(
+    connection: sa.Connection,
+    interval: Interval,
+    admit: Callable[[list[Interval]], str | None] | None = None,
+    *,
+    whole_instance: bool = True,
+) -> Interval:
+    """Record a start; returns it with its id.
+
+    ``admit`` sees the instance's open intervals (only the user's own when ``whole_instance``
+    is false: no group quota concerns the others) and may refuse with a message: then
+    :class:`QuotaExceeded` is raised before anything is written. An interval still open for this
+    very server belongs to a run the hub lost track of: it is ended where it was last seen (or
+    dropped, if it never ran), so one server's runs never overlap, and it is not counted."""
+    scope = None if whole_instance else interval.user
+    rows = _open_rows(connection, interval.instance, scope)
+    lost = [i for i in rows if i.user == interval.user and i.server == interval.server]
+    if admit is not None:
+        refusal = admit([i for i in rows if i not in lost])
+        if refusal is not None:
+            raise QuotaExceeded(refusal)
+    for earlier in lost:
+        if earlier.last_seen is None:
+            connection.execute(_DELETE, {"interval_id": earlier.id})
+        else:
+            connection.execute(_CLOSE, {"interval_id": earlier.id, "at": earlier.last_seen})
+    values = _row_values(replace(interval, stopped=None))
+    new_id = connection.execute(_INSERT, values).inserted_primary_key
+    assert new_id is not None
+    return replace(interval, id=int(new_id[0]), stopped=None)
+
+
+def mark_running(connection: sa.Connection, interval_id: int, now: float) -> None:
+    """The server started: its run (and its cost) begins now."""
+    connection.execute(_MARK_RUNNING, {"interval_id": interval_id, "now": now})
+
+
+def seen_running(connection: sa.Connection, interval_id: int, now: float) -> None:
+    """Poll saw the server running at ``now`` (an earlier time never overwrites a later one)."""
+    connection.execute(_SEEN, {"interval_id": interval_id, "now": now})
+
+
+def end_interval(connection: sa.Connection, interval_id: int, at: float | None = None) -> Interval | None:
+    """Close an open interval at ``at`` (a stop), or at its last-seen time when ``at`` is
+    ``None`` (found gone). One that never ran is deleted. Returns the closed interval, or
+    ``None`` when there was nothing open (or it never ran)."""
+    row = connection.execute(_OPEN_BY_ID, {"interval_id": interval_id}).first()
+    if row is None:
+        return None
+    if row.last_seen is None:
+        connection.execute(_DELETE, {"interval_id": interval_id})
+        return None
+    stopped = row.last_seen if at is None else max(at, row.started)
+    connection.execute(_CLOSE, {"interval_id": interval_id, "at": stopped})
+    return replace(_interval(row), stopped=stopped)
+
+
 def _sqlite_write_ahead(connection: Any, _record: Any) -> None:
     """Every start and stop commits; in SQLite's default rollback journal each commit syncs the
     file twice, which made a storm of spawns wait on the disk. A write-ahead log with NORMAL
@@ -96,7 +209,8 @@ def _sqlite_write_ahead(connection: Any, _record: Any) -> None:
 
 
 class Ledger:
-    """The intervals in the database at ``url`` (migrated to the current schema when opened)."""
+    """The intervals in the database at ``url`` (migrated to the current schema when opened);
+    each method is one transaction."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -109,23 +223,10 @@ class Ledger:
         """Close the database connections."""
         self.engine.dispose()
 
-    def _open_rows(self, connection: sa.Connection, instance: str, user: str | None = None) -> list[Interval]:
-        query = sa.select(INTERVALS).where(_COLUMNS.instance == instance, _COLUMNS.stopped.is_(None))
-        if user is not None:
-            query = query.where(_COLUMNS.user_name == user)
-        return [_interval(row) for row in connection.execute(query)]
-
-    def _end_earlier_runs(self, connection: sa.Connection, interval: Interval) -> None:
-        """An interval still open for this very server belongs to a run the hub lost track of:
-        end it where it was last seen (or drop it, if it never ran), so runs never overlap."""
-        same = (
-            (_COLUMNS.instance == interval.instance)
-            & (_COLUMNS.user_name == interval.user)
-            & (_COLUMNS.server_name == interval.server)
-            & _COLUMNS.stopped.is_(None)
-        )
-        connection.execute(sa.delete(INTERVALS).where(same & _COLUMNS.last_seen.is_(None)))
-        connection.execute(sa.update(INTERVALS).where(same).values(stopped=_COLUMNS.last_seen))
+    def run(self, write: Write[T]) -> T:
+        """Run ``write`` in a transaction of its own."""
+        with self.engine.begin() as connection:
+            return write(connection)
 
     def open(
         self,
@@ -134,62 +235,26 @@ class Ledger:
         *,
         whole_instance: bool = True,
     ) -> Interval:
-        """Record a start; ``admit`` sees the instance's other open intervals (only the user's own
-        when ``whole_instance`` is false: no group quota concerns them) and may refuse with a
-        message (:class:`QuotaExceeded`), in the same transaction as the insert."""
-        with self.engine.begin() as connection:
-            self._end_earlier_runs(connection, interval)
-            if admit is not None:
-                scope = None if whole_instance else interval.user
-                refusal = admit(self._open_rows(connection, interval.instance, scope))
-                if refusal is not None:
-                    raise QuotaExceeded(refusal)
-            values = _row_values(replace(interval, stopped=None))
-            new_id = connection.execute(sa.insert(INTERVALS).values(**values)).inserted_primary_key
-            assert new_id is not None
-            return replace(interval, id=int(new_id[0]), stopped=None)
+        """:func:`open_interval` in a transaction of its own."""
+        return self.run(partial(open_interval, interval=interval, admit=admit, whole_instance=whole_instance))
 
     def mark_running(self, interval_id: int, now: float) -> None:
-        """The server started: its run (and its cost) begins now."""
-        with self.engine.begin() as connection:
-            connection.execute(
-                sa.update(INTERVALS)
-                .where(_COLUMNS.id == interval_id, _COLUMNS.stopped.is_(None))
-                .values(started=now, last_seen=now)
-            )
+        """:func:`mark_running` in a transaction of its own."""
+        self.run(partial(mark_running, interval_id=interval_id, now=now))
 
     def seen_running(self, interval_id: int, now: float) -> Interval | None:
-        """Poll saw the server running at ``now``; returns the interval as it was before (its
-        ``last_seen`` says since when the cost accrued), or ``None`` if it is not open."""
+        """:func:`seen_running`; returns the interval as it was before (its ``last_seen`` says
+        since when the cost accrued), or ``None`` if it is not open or never ran."""
         with self.engine.begin() as connection:
-            row = connection.execute(
-                sa.select(INTERVALS).where(_COLUMNS.id == interval_id, _COLUMNS.stopped.is_(None))
-            ).first()
+            row = connection.execute(_OPEN_BY_ID, {"interval_id": interval_id}).first()
             if row is None or row.last_seen is None:
                 return None
-            connection.execute(
-                sa.update(INTERVALS)
-                .where(_COLUMNS.id == interval_id, _COLUMNS.last_seen < now)
-                .values(last_seen=now)
-            )
+            seen_running(connection, interval_id, now)
             return _interval(row)
 
     def end(self, interval_id: int, at: float | None = None) -> Interval | None:
-        """Close an open interval at ``at`` (a stop), or at its last-seen time when ``at`` is
-        ``None`` (found gone). One that never ran is deleted. Returns the closed interval, or
-        ``None`` when there was nothing open."""
-        with self.engine.begin() as connection:
-            row = connection.execute(
-                sa.select(INTERVALS).where(_COLUMNS.id == interval_id, _COLUMNS.stopped.is_(None))
-            ).first()
-            if row is None:
-                return None
-            if row.last_seen is None:
-                connection.execute(sa.delete(INTERVALS).where(_COLUMNS.id == interval_id))
-                return None
-            stopped = row.last_seen if at is None else max(at, row.started)
-            connection.execute(sa.update(INTERVALS).where(_COLUMNS.id == interval_id).values(stopped=stopped))
-            return replace(_interval(row), stopped=stopped)
+        """:func:`end_interval` in a transaction of its own."""
+        return self.run(partial(end_interval, interval_id=interval_id, at=at))
 
     def drop_reservations(self, instance: str) -> int:
         """Forget starts that never ran: at hub start, these are starts a crash cut short
@@ -207,11 +272,11 @@ class Ledger:
     def open_intervals(self, instance: str) -> list[Interval]:
         """Everything running or starting on ``instance``."""
         with self.engine.connect() as connection:
-            return self._open_rows(connection, instance)
+            return _open_rows(connection, instance)
 
     def get(self, interval_id: int) -> Interval | None:
         with self.engine.connect() as connection:
-            row = connection.execute(sa.select(INTERVALS).where(_COLUMNS.id == interval_id)).first()
+            row = connection.execute(_BY_ID, {"interval_id": interval_id}).first()
             return None if row is None else _interval(row)
 
     def intervals(
@@ -243,13 +308,37 @@ class Ledger:
             ]
 
 
+@dataclass
+class _Queued(Generic[T]):
+    """A write waiting for the worker thread, and where its outcome goes."""
+
+    write: Write[T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop
+    outcome: tuple[bool, Any] = (False, None)  # (succeeded, result or exception)
+
+
 class AsyncLedger:
-    """A :class:`Ledger` whose calls run on one worker thread (off the event loop)."""
+    """A :class:`Ledger` on one worker thread (off the event loop), batching the writes.
+
+    :meth:`write` queues a write; the worker runs every write queued so far in one transaction,
+    in the order they came, then settles their futures together. A :class:`QuotaExceeded`
+    refusal fails its own write only (it raises before writing anything). Any other error fails
+    the batch's transaction: the writes are then run again each in its own transaction, so only
+    the faulty one fails. :meth:`call` runs a whole :class:`Ledger` method (reads, the sweep at
+    start-up) after every write queued before it.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="einfra-usage")
         self._ledger: Ledger | None = None
+        self._lock = threading.Lock()
+        self._queued: list[_Queued[Any]] = []
+        self._draining = False
+        #: How many transactions the batched writes took, and how many writes they carried.
+        self.batches = 0
+        self.writes = 0
 
     def _ledger_now(self) -> Ledger:
         # Built on the worker thread: SQLite connections belong to the thread that made them.
@@ -258,15 +347,85 @@ class AsyncLedger:
         return self._ledger
 
     async def call(self, method: Callable[..., T], *args: Any) -> T:
-        """Run ``Ledger.<method>(*args)`` on the worker thread, e.g. ``call(Ledger.end, 3)``."""
+        """Run ``Ledger.<method>(*args)`` on the worker thread, e.g. ``call(Ledger.get, 3)``."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, partial(self._run, method, *args))
 
     def _run(self, method: Callable[..., T], *args: Any) -> T:
         return method(self._ledger_now(), *args)
 
+    def write(self, write: Write[T]) -> asyncio.Future[T]:
+        """Queue ``write`` (a function of a connection) for the worker thread; the returned
+        future has its result once the transaction it ran in has committed. Awaiting it is
+        optional: writes run in the order they were queued whether or not anyone waits."""
+        loop = asyncio.get_running_loop()
+        queued = _Queued(write, loop.create_future(), loop)
+        with self._lock:
+            self._queued.append(queued)
+            if self._draining:
+                return queued.future  # the worker takes it with the next batch
+            self._draining = True
+        self._executor.submit(self._drain)
+        return queued.future
+
+    def _drain(self) -> None:
+        """On the worker thread: run batches until the queue is empty."""
+        while True:
+            with self._lock:
+                batch, self._queued = self._queued, []
+                if not batch:
+                    self._draining = False
+                    return
+            self._run_batch(batch)
+            self.batches += 1
+            self.writes += len(batch)
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Queued[Any]]] = {}
+            for queued in batch:
+                by_loop.setdefault(queued.loop, []).append(queued)
+            for loop, settled in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                    loop.call_soon_threadsafe(_settle, settled)
+
+    def _run_batch(self, batch: list[_Queued[Any]]) -> None:
+        failed_in_write = False
+        try:
+            ledger = self._ledger_now()
+            with ledger.engine.begin() as connection:
+                for queued in batch:
+                    try:
+                        queued.outcome = (True, queued.write(connection))
+                    except QuotaExceeded as refusal:  # raised before it wrote anything
+                        queued.outcome = (False, refusal)
+                    except Exception:
+                        failed_in_write = True
+                        raise
+            return
+        except Exception as error:
+            if not failed_in_write or len(batch) == 1:
+                # The database itself failed (connecting, committing): every write failed.
+                for queued in batch:
+                    queued.outcome = (False, error)
+                return
+        for queued in batch:  # one write broke the transaction: each alone, so only it fails
+            try:
+                queued.outcome = (True, ledger.run(queued.write))
+            except Exception as error:
+                queued.outcome = (False, error)
+
     def shutdown(self) -> None:
-        """Dispose of the connections and stop the thread (at process end)."""
+        """Finish the queued writes, dispose of the connections and stop the thread."""
         if self._ledger is not None:
             self._executor.submit(self._ledger.dispose).result()
         self._executor.shutdown(wait=True)
+
+
+def _settle(batch: list[_Queued[Any]]) -> None:
+    """On the event loop: hand each write's outcome to its future (unless cancelled)."""
+    for queued in batch:
+        if queued.future.done():
+            continue
+        succeeded, value = queued.outcome
+        if succeeded:
+            queued.future.set_result(value)
+        else:
+            queued.future.set_exception(value)
