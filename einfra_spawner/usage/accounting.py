@@ -5,8 +5,9 @@ each step of a server's life (admitted -> running -> seen running at each poll -
 gone); they turn the step into a write queued for the ledger's worker thread (admission and
 closing are awaited; "running" and "last seen running" are not: they cannot fail a start or a
 poll, and the ledger keeps their order), feed the cost metric, and build the form's usage
-sentences with the pure :mod:`.cost` and :mod:`.quota`. Refusals are raised as :class:`~.ledger.QuotaExceeded` (or any database error);
-the spawner turns them into the HTTP answers JupyterHub gives the user.
+sentences with the pure :mod:`.cost` and :mod:`.quota`. Refusals are raised as
+:class:`~.ledger.QuotaExceeded` (or any database error); the spawner turns them into the HTTP
+answers JupyterHub gives the user.
 
 Per process: one :class:`~.ledger.AsyncLedger` per database URL, shared by every spawner, and a
 record of the instances whose abandoned reservations were dropped (once, at the first use after
