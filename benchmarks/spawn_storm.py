@@ -176,11 +176,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=3, help="trials per figure; the median is shown")
     parser.add_argument("--compare", choices=["kubespawner"], help="also run the storm through KubeSpawner")
-    parser.add_argument(
-        "--admission",
-        action="store_true",
-        help="experiment: ours with EInfraSpawner.start inside the backend's admission (a proposed change)",
-    )
     parser.add_argument("--variants", default="home,nohome", help="home (a PVC per user), nohome, or both")
     parser.add_argument("--latency-ms", type=float, default=2.0, help="API server latency per request")
     parser.add_argument("--running-delay-ms", type=float, default=50.0, help="pod created -> Running")
@@ -199,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
-    ours = "einfra-admitted" if args.admission else "einfra"
-    spawners = [ours] + ([args.compare] if args.compare else [])
+    spawners = ["einfra"] + ([args.compare] if args.compare else [])
     report: dict[str, Any] = {
         "settings": {
             "latency_ms": args.latency_ms,

@@ -87,13 +87,14 @@ def stand_ins(index: int) -> dict[str, Any]:
 
 
 def einfra_spawners(
-    n: int, variant: str, url: str, log: logging.Logger, workdir: Path, admitted: bool = False
+    n: int, variant: str, url: str, log: logging.Logger, workdir: Path
 ) -> tuple[list[Any], Callable[[], Any]]:
     from einfra_spawner import spawner as spawner_module
     from einfra_spawner.spawner import EInfraSpawner, configure
 
     c = Config()
-    # What a hub's jupyterhub_config.py does at hub start: load the profiles, import the backend.
+    # What a hub's jupyterhub_config.py does at hub start: load the profiles, import the backend,
+    # freeze the start-up heap (gc.freeze, configure's default).
     configure(c, PROFILES, backend="kubernetes")
     c.EInfraSpawner.profiles_dir = str(PROFILES)
     c.EInfraSpawner.backend = "kubernetes"
@@ -103,19 +104,9 @@ def einfra_spawners(
     if "usage_db_url" in EInfraSpawner.class_trait_names():
         # A fresh usage ledger per trial, as a new hub has, never one in the working directory.
         c.EInfraSpawner.usage_db_url = f"sqlite:///{workdir / 'usage.sqlite'}"
-    cls = EInfraSpawner
-    if admitted:
-
-        class AdmittedSpawner(EInfraSpawner):  # type: ignore[misc]
-            """The proposed change to EInfraSpawner.start: take the backend's admission first,
-            so that rendering waits its turn too (see docs/benchmarks.md)."""
-
-            async def start(self) -> Any:
-                async with self.backend_object().admission():
-                    return await super().start()
-
-        cls = AdmittedSpawner
-    spawners = [cls(config=c, log=log, user_options={"profile": variant}, **stand_ins(i)) for i in range(n)]
+    spawners = [
+        EInfraSpawner(config=c, log=log, user_options={"profile": variant}, **stand_ins(i)) for i in range(n)
+    ]
 
     async def close() -> None:
         backend = spawner_module._backends.pop("kubernetes", None)
@@ -276,12 +267,9 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
             if args.spawner == "kubespawner":
                 spawners, close = kubespawner_spawners(n, args.variant, server.url, log)
             else:
-                admitted = args.spawner == "einfra-admitted"
-                spawners, close = einfra_spawners(n, args.variant, server.url, log, Path(tmp), admitted)
+                spawners, close = einfra_spawners(n, args.variant, server.url, log, Path(tmp))
             assert server.pid is not None
             gc.collect()
-            if args.gc_freeze:
-                gc.freeze()  # as a hub could after start-up: the start-up heap is never scanned again
             gc_clock = GcClock()
             gc.callbacks.append(gc_clock)
             ticker = StallTicker()
@@ -360,13 +348,12 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spawner", choices=["einfra", "einfra-admitted", "kubespawner"], default="einfra")
+    parser.add_argument("--spawner", choices=["einfra", "kubespawner"], default="einfra")
     parser.add_argument("--variant", choices=["home", "nohome"], default="home")
     parser.add_argument("-n", type=int, default=10)
     parser.add_argument("--latency-ms", type=float, default=2.0)
     parser.add_argument("--running-delay-ms", type=float, default=50.0)
     parser.add_argument("--idle-seconds", type=float, default=0.0)
-    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() before the storm (experiment)")
     parser.add_argument(
         "--profile",
         type=Path,

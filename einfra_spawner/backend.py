@@ -20,6 +20,10 @@ Optional attributes the spawner reads when a backend has them:
 * ``namespace_for(identity) -> str``: the Kubernetes namespace of a server, for the renderer.
 * ``listen_ip: str``: the address single-user servers must listen on (``0.0.0.0`` in a pod,
   whose network namespace is its own); the spawner puts it into ``JUPYTERHUB_SERVICE_URL``.
+* ``admission()``: an asynchronous context manager that waits for the backend's turn to submit
+  a server; the spawner renders the manifests and calls ``start`` inside it, so in a burst each
+  spawn's CPU work happens just before its requests. The first ``start`` inside the block takes
+  the turn over; leaving the block without one gives it back.
 """
 
 from __future__ import annotations
@@ -141,14 +145,24 @@ def available_backends() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
+_loaded: dict[str, BackendFactory] = {}
+
+
 def load_backend_class(name: str) -> BackendFactory:
-    """The backend class registered as ``name``; ``EInfraError`` lists the installed ones."""
+    """The backend class registered as ``name``; ``EInfraError`` lists the installed ones.
+
+    Found once per process: scanning the installed packages' entry points takes tens of
+    milliseconds, which the first spawn after a hub start would otherwise wait for."""
+    found = _loaded.get(name)
+    if found is not None:
+        return found
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             try:
                 loaded: BackendFactory = ep.load()
             except Exception as exc:  # a broken plug-in must say which one, not fail obscurely
                 raise EInfraError(f"the backend {name!r} ({ep.value}) cannot be loaded: {exc!r}") from exc
+            _loaded[name] = loaded
             return loaded
     raise EInfraError(
         f"no backend named {name!r}; installed backends: {', '.join(available_backends()) or 'none'}"

@@ -35,8 +35,12 @@ built once per process and name and shared by every spawner (it may hold watches
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -46,7 +50,7 @@ from jupyterhub.spawner import Spawner
 from jupyterhub.utils import url_path_join
 from sqlalchemy import inspect as sqlalchemy_inspect
 from tornado import web
-from traitlets import Float, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 
 from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest, load_backend_class
 from .errors import BackendError, EInfraError, OptionsError, ProfileError
@@ -56,7 +60,7 @@ from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import ResolvedOptions, UserContext, resolve_options
 from .usage import Interval, QuotaExceeded
 from .usage import metrics as usage_metrics
-from .usage.accounting import UsageAccounting
+from .usage.accounting import UsageAccounting, open_at_start
 
 try:  # JupyterHub >= 6: a refusal that metrics count as a policy failure, not an error
     from jupyterhub.spawner import SpawnException
@@ -67,6 +71,27 @@ __all__ = ["EInfraSpawner", "configure"]
 
 _profile_sets: dict[str, ProfileSet] = {}
 _backends: dict[str, Backend] = {}
+# The preparation gate of each event loop (see EInfraSpawner.concurrent_preparations).
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def _preparation_turn(width: int) -> AsyncIterator[None]:
+    """A turn at this event loop's preparation gate: at most ``width`` turns begin in one
+    iteration of the loop, first come first served.
+
+    A turn is given back at the next iteration, not when the block ends: the steps it covers do
+    not wait for anything, so a turn given back at once would be taken again at once, and a
+    whole burst would still run in one iteration."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:  # an asyncio semaphore is FIFO, and bound to one loop
+        gate = _gates[loop] = asyncio.Semaphore(width)
+    await gate.acquire()
+    try:
+        yield
+    finally:
+        loop.call_soon(gate.release)
 
 
 def _load_profile_set(folder: str) -> ProfileSet:
@@ -159,6 +184,22 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         When the database is slower, the form is shown without the user's cost and quotas
         (starts still check quotas, and wait for the database as long as it takes).
         Default: 5 seconds.
+        """,
+    ).tag(config=True)
+
+    concurrent_preparations = Integer(
+        16,
+        min=1,
+        help="""How many starts may do their CPU work at once in this hub process.
+
+        Before a start reaches the backend, the hub resolves its request and checks its quotas,
+        then builds its environment and renders its manifests: a fraction of a millisecond of
+        CPU each. When hundreds of starts arrive together (a class pressing Start), running all
+        of that back to back would hold the event loop for a long time (every other request,
+        timer and progress stream waits) and finish every start late together. These steps
+        therefore take turns, first come first served: at most this many begin in one turn of
+        the event loop; waiting for the usage database or the cluster holds no turn. Read once
+        per process. Default: 16.
         """,
     ).tag(config=True)
 
@@ -342,16 +383,23 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         starts), check the quotas and open the usage interval (a refusal is a 403), then run the
         operator's ``pre_spawn_hook``, which may read :attr:`resolved_options`.
 
-        JupyterHub awaits what this returns, so the ledger work can be asynchronous."""
-        try:
-            self._pending = self.resolve(self.user_options)
-        except web.HTTPError:
-            usage_metrics.SPAWN_FAILURES.labels(reason="options").inc()
-            raise
-        return self._admit_then_hook(self._pending)
+        JupyterHub awaits what this returns: resolving waits its turn at the preparation gate,
+        and the ledger work is asynchronous."""
+        return self._resolve_admit_then_hook()
 
-    async def _admit_then_hook(self, options: ResolvedOptions) -> Any:
-        await self._admit(options)
+    def _preparation_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return _preparation_turn(self.concurrent_preparations)
+
+    async def _resolve_admit_then_hook(self) -> Any:
+        async with self._preparation_turn():
+            try:
+                self._pending = self.resolve(self.user_options)
+            except web.HTTPError:
+                usage_metrics.SPAWN_FAILURES.labels(reason="options").inc()
+                raise
+        # Waiting for the database holds no turn (the few steps before its write run at once,
+        # before the next turn begins).
+        await self._admit(self._pending)
         self._spawn_began = time.monotonic()
         result = super().run_pre_spawn_hook()
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
@@ -392,7 +440,28 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         return endpoint
 
     async def _start_backend(self, options: ResolvedOptions) -> tuple[str, int]:
-        """Render the manifests and have the backend start the server."""
+        """Render the manifests (in turn) and have the backend start the server.
+
+        A backend that paces its submissions may offer ``admission()``, an asynchronous context
+        manager: the manifests are then rendered once the backend is ready to send them, so in
+        a burst each spawn's CPU work happens just before its requests instead of every spawn
+        rendering first and all of them submitting late."""
+        backend = self.backend_object()
+        admission = getattr(backend, "admission", None)
+        turn = admission() if callable(admission) else contextlib.nullcontext()
+        try:
+            async with turn:
+                async with self._preparation_turn():
+                    request = self._start_request(options)
+                started = await backend.start(request)
+        except BackendError as exc:
+            self.log.warning("Could not start %s: %s", self._log_name, exc)
+            raise _refusal(str(exc), reason="backend", status=503) from exc
+        self._backend_state = dict(started.state)
+        return started.endpoint.ip, started.endpoint.port
+
+    def _start_request(self, options: ResolvedOptions) -> StartRequest:
+        """What the backend is given: the manifests, the single-user command and environment."""
         identity = self.identity()
         # JupyterHub tells the server where to listen through JUPYTERHUB_SERVICE_URL (get_env),
         # built from ip and port. A backend may say where its servers listen: a pod on every
@@ -411,20 +480,13 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         )
         manifests = render_manifests(options, identity, single_user)
         self._forget_reset()
-        request = StartRequest(
+        return StartRequest(
             identity=identity,
             options=options,
             manifests=manifests,
             single_user=single_user,
             state=dict(self._backend_state),
         )
-        try:
-            started = await self.backend_object().start(request)
-        except BackendError as exc:
-            self.log.warning("Could not start %s: %s", self._log_name, exc)
-            raise _refusal(str(exc), reason="backend", status=503) from exc
-        self._backend_state = dict(started.state)
-        return started.endpoint.ip, started.endpoint.port
 
     def _forget_reset(self) -> None:
         """Drop ``home: reset`` from the stored request once it is acted on.
@@ -531,7 +593,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         self._pending = None
         self._interval_id = None
         self._opened = None
-        self._seen = None
+        self._meter = None
 
     def get_env(self) -> dict[str, str]:
         """JupyterHub's environment, plus the profile's ``default_url`` where images apply.
@@ -562,7 +624,9 @@ def _progress_event(event: ProgressEvent) -> dict[str, Any]:
     return message
 
 
-def configure(c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "local") -> ProfileSet:
+def configure(
+    c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "local", freeze_heap: bool = True
+) -> ProfileSet:
     """Make a hub run EInfraSpawner from an instance folder; call it in ``jupyterhub_config.py``.
 
     Loads and validates the folder now, so a broken folder stops the hub at start with every
@@ -573,6 +637,18 @@ def configure(c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "l
     running or not). Installs the JSON route ``GET /hub/api/einfra/gpus`` (GPU figures for the
     form's script) in ``JupyterHub.extra_handlers``, after any handlers already configured.
     Returns the loaded profiles.
+
+    When called as the hub starts (on its running event loop), the usage ledger named by
+    ``EInfraSpawner.usage_db_url`` is opened in the background once the configuration file has
+    run, instead of at the first spawn.
+
+    ``freeze_heap`` (default on): once the profiles and the backend are loaded, collect garbage
+    and move every object alive to the garbage collector's permanent generation
+    (:func:`gc.freeze`). The hub's start-up heap (JupyterHub, the Kubernetes client's model
+    classes, SQLAlchemy...) is then never scanned again: a full collection during a spawn storm
+    takes a fraction of the time, and stalls the event loop that much less. Its cost: garbage
+    cycles among those start-up objects, should any form later, are never freed. It applies to
+    the whole hub process; pass ``freeze_heap=False`` to leave the collector as it is.
     """
     folder = os.path.abspath(os.fspath(profiles_dir))
     profiles = _load_profile_set(folder)
@@ -588,4 +664,16 @@ def configure(c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "l
 
     existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
     c.JupyterHub.extra_handlers = existing + [h for h in HANDLERS if h not in existing]
+    with contextlib.suppress(RuntimeError):  # no running loop: a tool, not a starting hub
+        asyncio.get_running_loop().call_soon(_open_usage_ledger, c, profiles.instance.name)
+    if freeze_heap:
+        gc.collect()
+        gc.freeze()
     return profiles
+
+
+def _open_usage_ledger(c: Any, instance: str) -> None:
+    """Once the configuration file has run: open the usage ledger it names, at hub start."""
+    section = c.EInfraSpawner
+    url = section.usage_db_url if "usage_db_url" in section else EInfraSpawner.usage_db_url.default_value
+    open_at_start(str(url), instance, logging.getLogger("JupyterHub"))

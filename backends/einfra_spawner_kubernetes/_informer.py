@@ -19,7 +19,10 @@ from typing import Any
 
 from ._api import ApiError, KubeApi
 
-__all__ = ["Informer", "Listener"]
+__all__ = ["Informer", "Listener", "slim_pod"]
+
+#: How many watch events are applied before the informer lets the event loop run other tasks.
+EVENTS_PER_TURN = 32
 
 #: Called with (event type, object): ADDED, MODIFIED, DELETED, or SYNCED after a (re)list.
 Listener = Callable[[str, dict[str, Any]], None]
@@ -30,6 +33,33 @@ def object_key(obj: dict[str, Any]) -> str:
     metadata = obj.get("metadata") or {}
     namespace = metadata.get("namespace")
     return f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
+
+
+_POD_METADATA = ("name", "namespace", "uid", "labels", "annotations", "resourceVersion", "deletionTimestamp")
+
+
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Pod the backend reads: its identity and labels, where it runs, what its
+    containers request (GPU capacity), and its status.
+
+    The cache holds a pod for as long as it exists; the rest of its spec (environment,
+    volumes, security context...) would be a dozen more objects per pod for the garbage
+    collector to scan at every full collection, and in a spawn storm those scans stall the
+    hub's event loop."""
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers") or []
+    slim_spec: dict[str, Any] = {
+        "containers": [{"name": c.get("name"), "resources": c.get("resources") or {}} for c in containers]
+    }
+    for key in ("nodeName", "nodeSelector"):
+        if key in spec:
+            slim_spec[key] = spec[key]
+    return {
+        "metadata": {key: metadata[key] for key in _POD_METADATA if key in metadata},
+        "spec": slim_spec,
+        "status": pod.get("status") or {},
+    }
 
 
 class Informer:
@@ -44,6 +74,7 @@ class Informer:
         *,
         selectors: dict[str, str] | None = None,
         index: Callable[[dict[str, Any]], str] = object_key,
+        keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         watch_timeout: int = 300,
         max_backoff: float = 5.0,
     ) -> None:
@@ -54,6 +85,8 @@ class Informer:
         # Subscribers are found by this key: the object's own for pods, the involved object's
         # for events, so N waiting spawns cost one dict lookup per event, not N calls.
         self.index = index
+        # What of each object is cached and given to subscribers (the whole object when None).
+        self.keep = keep
         self.log = log
         self.watch_timeout = watch_timeout
         self.max_backoff = max_backoff
@@ -134,7 +167,10 @@ class Informer:
 
     async def _list(self) -> None:
         body = await self.api.list(self.resource, self.namespace, **self.selectors)
-        fresh = {object_key(o): o for o in body.get("items") or []}
+        items = body.get("items") or []
+        if self.keep is not None:
+            items = [self.keep(o) for o in items]
+        fresh = {object_key(o): o for o in items}
         for key, obj in self.cache.items():
             if key not in fresh:  # gone while we were not watching
                 self._emit("DELETED", obj)
@@ -164,6 +200,8 @@ class Informer:
             self.resource_version = str(version)
         if kind == "BOOKMARK":
             return True
+        if self.keep is not None:
+            obj = self.keep(obj)
         key = object_key(obj)
         if kind == "DELETED":
             self._forget(key)
@@ -184,9 +222,13 @@ class Informer:
                 if need_list:
                     await self._list()
                     need_list = False
+                applied = 0
                 async for event in self.api.watch(
                     self.resource, self.namespace, self.resource_version, self.watch_timeout, **self.selectors
                 ):
+                    applied += 1
+                    if applied % EVENTS_PER_TURN == 0:
+                        await asyncio.sleep(0)  # one read may carry hundreds of events: let others run
                     if not self._apply(event):
                         self.log.info(
                             "%s watch: resourceVersion %s expired, listing again",

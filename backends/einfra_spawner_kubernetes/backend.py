@@ -33,7 +33,7 @@ from einfra_spawner.resolve import ResolvedGpu, ResolvedOptions
 from ._api import ApiError, KubeApi, RetryPolicy, tls_context
 from ._capacity import gpu_capacity
 from ._explain import failure_from_event, failure_from_pod, pod_is_ready, progress_from_event
-from ._informer import Informer
+from ._informer import Informer, slim_pod
 from ._pace import Gate
 
 __all__ = ["KubernetesBackend"]
@@ -279,6 +279,7 @@ class KubernetesBackend(LoggingConfigurable):
                         namespace,
                         self.log,
                         selectors={"label_selector": _MANAGED},
+                        keep=slim_pod,
                         watch_timeout=self.watch_timeout,
                     )
                 elif resource == "events":
@@ -291,8 +292,15 @@ class KubernetesBackend(LoggingConfigurable):
                         index=_involved_key,
                         watch_timeout=self.watch_timeout,
                     )
-                else:
-                    informer = Informer(api, resource, namespace, self.log, watch_timeout=self.watch_timeout)
+                else:  # nodes, or every pod (the GPUs used on shared nodes)
+                    informer = Informer(
+                        api,
+                        resource,
+                        namespace,
+                        self.log,
+                        keep=slim_pod if resource == "pods" else None,
+                        watch_timeout=self.watch_timeout,
+                    )
                 self._informers[key] = informer
                 informer.start()
         await informer.synced.wait()

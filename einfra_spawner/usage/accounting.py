@@ -17,6 +17,7 @@ a hub start).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 from functools import partial
@@ -31,11 +32,44 @@ from .quota import describe_quotas, quota_refusal
 if TYPE_CHECKING:
     from ..profiles import ProfileSet
 
-__all__ = ["UsageAccounting"]
+__all__ = ["UsageAccounting", "open_at_start"]
 
 _ledgers: dict[str, AsyncLedger] = {}
 # (ledger URL, instance) pairs whose abandoned reservations this process has dropped.
 _swept: set[tuple[str, str]] = set()
+
+
+def _shared_ledger(
+    url: str, instance: str, log: logging.Logger
+) -> tuple[AsyncLedger, asyncio.Future[int] | None]:
+    """This process's ledger at ``url``, and the sweep of ``instance``'s abandoned starts if this
+    call began it (it runs on the worker thread before any write queued after it)."""
+    ledger = _ledgers.get(url)
+    if ledger is None:
+        ledger = _ledgers.setdefault(url, AsyncLedger(url))
+    if (url, instance) in _swept:
+        return ledger, None
+    _swept.add((url, instance))  # once: a later sweep could drop a start admitted meanwhile
+    sweep = ledger.call(Ledger.drop_reservations, instance)
+    sweep.add_done_callback(partial(_swept_report, log))
+    return ledger, sweep
+
+
+def _swept_report(log: logging.Logger, sweep: asyncio.Future[int]) -> None:
+    if sweep.cancelled():
+        return
+    error = sweep.exception()
+    if error is not None:
+        log.error("Usage ledger: could not open the database or drop abandoned starts", exc_info=error)
+    elif sweep.result():
+        log.info("Usage ledger: dropped %d start(s) a hub restart cut short", sweep.result())
+
+
+def open_at_start(url: str, instance: str, log: logging.Logger) -> None:
+    """Open the ledger and sweep ``instance``'s abandoned starts now, in the background (called
+    by :func:`~einfra_spawner.configure` as the hub starts): the first spawn then finds the
+    database open, and a database that cannot be opened is in the log before anyone spawns."""
+    _shared_ledger(url, instance, log)
 
 
 class UsageAccounting:
@@ -48,9 +82,9 @@ class UsageAccounting:
     log: Any
     _interval_id: int | None
     _log_name: str
-    #: This run as this process last saw it running (for the cost metric); ``None`` after a
+    #: The cost metric of this run since this process last saw it running; ``None`` after a
     #: hub restart until the next start.
-    _seen: Interval | None = None
+    _meter: metrics.CostMeter | None = None
 
     if TYPE_CHECKING:
 
@@ -61,15 +95,9 @@ class UsageAccounting:
     async def ledger(self) -> AsyncLedger:
         """The ledger at :attr:`usage_db_url`, shared per process; on first use for this
         instance, starts a crash cut short (never running) are forgotten."""
-        ledger = _ledgers.get(self.usage_db_url)
-        if ledger is None:
-            ledger = _ledgers.setdefault(self.usage_db_url, AsyncLedger(self.usage_db_url))
-        instance = self.profile_set().instance.name
-        if (self.usage_db_url, instance) not in _swept:
-            _swept.add((self.usage_db_url, instance))
-            dropped = await ledger.call(Ledger.drop_reservations, instance)
-            if dropped:
-                self.log.info("Usage ledger: dropped %d start(s) a hub restart cut short", dropped)
+        ledger, sweep = _shared_ledger(self.usage_db_url, self.profile_set().instance.name, self.log)
+        if sweep is not None:
+            await sweep
         return ledger
 
     async def _spent(self, ledger: AsyncLedger, now: float) -> dict[str, Cost]:
@@ -127,7 +155,7 @@ class UsageAccounting:
     async def _end_interval(self, at: float | None) -> None:
         """Close this run's interval at ``at`` (``None``: where it was last seen running)."""
         interval_id, self._interval_id = self._interval_id, None
-        self._seen = None
+        self._meter = None
         if interval_id is None:
             return
         try:
@@ -152,7 +180,7 @@ class UsageAccounting:
         except Exception:  # accounting must not fail a started server
             self.log.exception("Usage ledger: could not mark %s as running", self._log_name)
             return
-        self._seen = replace(opened, started=now, last_seen=now)
+        self._meter = metrics.CostMeter(replace(opened, started=now, last_seen=now))
         queued = ledger.write(partial(mark_running, interval_id=self._interval_id, now=now))
         queued.add_done_callback(partial(self._log_ledger_failure, "mark as running"))
 
@@ -169,11 +197,8 @@ class UsageAccounting:
             return
         queued = ledger.write(partial(seen_running, interval_id=self._interval_id, now=now))
         queued.add_done_callback(partial(self._log_ledger_failure, "record as running"))
-        # The metric counts from this process's last sighting (unknown after a hub restart).
-        seen = self._seen
-        if seen is not None and seen.last_seen is not None and now > seen.last_seen:
-            metrics.record_cost(seen.profile, interval_cost(seen, seen.last_seen, now))
-            self._seen = replace(seen, last_seen=now)
+        if self._meter is not None:
+            self._meter.advance(now)
 
     def _log_ledger_failure(self, what: str, done: asyncio.Future[Any]) -> None:
         if not done.cancelled() and done.exception() is not None:

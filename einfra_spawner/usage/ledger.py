@@ -310,9 +310,11 @@ class Ledger:
 
 @dataclass
 class _Queued(Generic[T]):
-    """A write waiting for the worker thread, and where its outcome goes."""
+    """A job waiting for the worker thread, and where its outcome goes: a write (a function of
+    a connection, batched) or a call (a function of the :class:`Ledger`, run on its own)."""
 
-    write: Write[T]
+    write: Write[T] | None
+    call: Callable[[Ledger], T] | None
     future: asyncio.Future[T]
     loop: asyncio.AbstractEventLoop
     outcome: tuple[bool, Any] = (False, None)  # (succeeded, result or exception)
@@ -321,12 +323,13 @@ class _Queued(Generic[T]):
 class AsyncLedger:
     """A :class:`Ledger` on one worker thread (off the event loop), batching the writes.
 
-    :meth:`write` queues a write; the worker runs every write queued so far in one transaction,
-    in the order they came, then settles their futures together. A :class:`QuotaExceeded`
-    refusal fails its own write only (it raises before writing anything). Any other error fails
-    the batch's transaction: the writes are then run again each in its own transaction, so only
-    the faulty one fails. :meth:`call` runs a whole :class:`Ledger` method (reads, the sweep at
-    start-up) after every write queued before it.
+    Jobs run in the order they were queued. :meth:`write` queues a write: the worker runs every
+    write queued since the last call in one transaction, then settles their futures together.
+    A :class:`QuotaExceeded` refusal fails its own write only (it raises before writing
+    anything). Any other error fails the batch's transaction: the writes are then run again
+    each in its own transaction, so only the faulty one fails. :meth:`call` queues a whole
+    :class:`Ledger` method (reads, the sweep at start-up), run on its own between the writes
+    queued before and after it.
     """
 
     def __init__(self, url: str) -> None:
@@ -346,20 +349,19 @@ class AsyncLedger:
             self._ledger = Ledger(self.url)
         return self._ledger
 
-    async def call(self, method: Callable[..., T], *args: Any) -> T:
-        """Run ``Ledger.<method>(*args)`` on the worker thread, e.g. ``call(Ledger.get, 3)``."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(self._run, method, *args))
-
-    def _run(self, method: Callable[..., T], *args: Any) -> T:
-        return method(self._ledger_now(), *args)
+    def call(self, method: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``Ledger.<method>(*args)``, e.g. ``await call(Ledger.get, 3)``."""
+        return self._queue(None, partial(_call_method, method, args))
 
     def write(self, write: Write[T]) -> asyncio.Future[T]:
-        """Queue ``write`` (a function of a connection) for the worker thread; the returned
-        future has its result once the transaction it ran in has committed. Awaiting it is
-        optional: writes run in the order they were queued whether or not anyone waits."""
+        """Queue ``write`` (a function of a connection); the returned future has its result
+        once the transaction it ran in has committed. Awaiting it is optional: jobs run in the
+        order they were queued whether or not anyone waits."""
+        return self._queue(write, None)
+
+    def _queue(self, write: Write[T] | None, call: Callable[[Ledger], T] | None) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
-        queued = _Queued(write, loop.create_future(), loop)
+        queued = _Queued(write, call, loop.create_future(), loop)
         with self._lock:
             self._queued.append(queued)
             if self._draining:
@@ -369,29 +371,47 @@ class AsyncLedger:
         return queued.future
 
     def _drain(self) -> None:
-        """On the worker thread: run batches until the queue is empty."""
+        """On the worker thread: run what is queued, in order, until the queue is empty."""
         while True:
             with self._lock:
-                batch, self._queued = self._queued, []
-                if not batch:
+                jobs, self._queued = self._queued, []
+                if not jobs:
                     self._draining = False
                     return
-            self._run_batch(batch)
-            self.batches += 1
-            self.writes += len(batch)
+            writes: list[_Queued[Any]] = []
+            for job in jobs:
+                if job.write is not None:
+                    writes.append(job)
+                    continue
+                self._run_writes(writes)
+                writes = []
+                self._run_call(job)
+            self._run_writes(writes)
             by_loop: dict[asyncio.AbstractEventLoop, list[_Queued[Any]]] = {}
-            for queued in batch:
-                by_loop.setdefault(queued.loop, []).append(queued)
+            for job in jobs:
+                by_loop.setdefault(job.loop, []).append(job)
             for loop, settled in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                     loop.call_soon_threadsafe(_settle, settled)
 
-    def _run_batch(self, batch: list[_Queued[Any]]) -> None:
+    def _run_call(self, job: _Queued[Any]) -> None:
+        assert job.call is not None
+        try:
+            job.outcome = (True, job.call(self._ledger_now()))
+        except Exception as error:
+            job.outcome = (False, error)
+
+    def _run_writes(self, batch: list[_Queued[Any]]) -> None:
+        if not batch:
+            return
+        self.batches += 1
+        self.writes += len(batch)
         failed_in_write = False
         try:
             ledger = self._ledger_now()
             with ledger.engine.begin() as connection:
                 for queued in batch:
+                    assert queued.write is not None
                     try:
                         queued.outcome = (True, queued.write(connection))
                     except QuotaExceeded as refusal:  # raised before it wrote anything
@@ -407,21 +427,35 @@ class AsyncLedger:
                     queued.outcome = (False, error)
                 return
         for queued in batch:  # one write broke the transaction: each alone, so only it fails
+            assert queued.write is not None
             try:
                 queued.outcome = (True, ledger.run(queued.write))
             except Exception as error:
                 queued.outcome = (False, error)
 
     def shutdown(self) -> None:
-        """Finish the queued writes, dispose of the connections and stop the thread."""
-        if self._ledger is not None:
-            self._executor.submit(self._ledger.dispose).result()
+        """Finish the queued jobs, dispose of the connections and stop the thread."""
+        self._executor.submit(self._dispose).result()
         self._executor.shutdown(wait=True)
+
+    def _dispose(self) -> None:
+        if self._ledger is not None:
+            self._ledger.dispose()
+
+
+def _call_method(method: Callable[..., T], args: tuple[Any, ...], ledger: Ledger) -> T:
+    return method(ledger, *args)
+
+
+#: How many futures one iteration of the event loop settles: each wakes a task, and a batch of a
+#: thousand admissions woken at once would hold the loop for tens of milliseconds.
+SETTLE_PER_ITERATION = 64
 
 
 def _settle(batch: list[_Queued[Any]]) -> None:
-    """On the event loop: hand each write's outcome to its future (unless cancelled)."""
-    for queued in batch:
+    """On the event loop: hand each job's outcome to its future (unless cancelled), a slice of
+    the batch per iteration, in order."""
+    for queued in batch[:SETTLE_PER_ITERATION]:
         if queued.future.done():
             continue
         succeeded, value = queued.outcome
@@ -429,3 +463,5 @@ def _settle(batch: list[_Queued[Any]]) -> None:
             queued.future.set_result(value)
         else:
             queued.future.set_exception(value)
+    if len(batch) > SETTLE_PER_ITERATION:
+        asyncio.get_running_loop().call_soon(_settle, batch[SETTLE_PER_ITERATION:])

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from prometheus_client import Counter, Gauge, Histogram
 
 from ..backend import GpuCapacity
-from .cost import Cost
+from .cost import Cost, Interval, interval_cost
 
 __all__ = [
     "COST",
@@ -21,6 +21,7 @@ __all__ = [
     "GPUS_TOTAL",
     "SPAWN_DURATION",
     "SPAWN_FAILURES",
+    "CostMeter",
     "record_capacity",
     "record_cost",
 ]
@@ -54,3 +55,26 @@ def record_capacity(capacity: Mapping[str, GpuCapacity]) -> None:
 def record_cost(profile: str, cost: Cost) -> None:
     if cost.total > 0:
         COST.labels(profile=profile, currency=cost.currency).inc(float(cost.total))
+
+
+class CostMeter:
+    """The cost counter of one running server, advanced at every poll.
+
+    Its rate is computed exactly once, when the server starts; each poll then costs a
+    multiplication (exact sums are the ledger's job, this counter is a float anyway)."""
+
+    __slots__ = ("_counter", "_per_second", "since")
+
+    def __init__(self, running: Interval) -> None:
+        hour = interval_cost(running, running.started, running.started + 3600.0)
+        self._counter = COST.labels(profile=running.profile, currency=hour.currency)
+        self._per_second = float(hour.total) / 3600.0
+        #: Until when the counter has counted.
+        self.since = running.started
+
+    def advance(self, now: float) -> None:
+        """Count the cost from :attr:`since` to ``now`` (never backwards)."""
+        if now > self.since:
+            if self._per_second > 0:
+                self._counter.inc(self._per_second * (now - self.since))
+            self.since = now

@@ -8,6 +8,7 @@ per-process backend cache. The real hub and the real local backend are in ``test
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -105,14 +106,15 @@ def make_spawner(
     user_options: dict[str, Any] | None = None,
     server: str = "",
     folder: str = "hub",
+    name: str = "alice",
     **config: Any,
 ) -> EInfraSpawner:
     user = SimpleNamespace(
-        name="alice",
-        escaped_name="alice",
+        name=name,
+        escaped_name=name,
         groups=[SimpleNamespace(name=g) for g in groups],
         admin=admin,
-        url="/user/alice/",
+        url=f"/user/{name}/",
     )
     hub = SimpleNamespace(public_host="", api_url="http://127.0.0.1:8081/hub/api/", base_url="/hub/")
     orm_spawner = SimpleNamespace(
@@ -130,7 +132,7 @@ def make_spawner(
         orm_spawner=orm_spawner,
         config=c,
         user_options=dict(user_options or {}),
-        oauth_client_id="jupyterhub-user-alice",
+        oauth_client_id=f"jupyterhub-user-{name}",
     )
 
 
@@ -298,7 +300,7 @@ async def test_start_resolves_renders_and_starts(backend: FakeBackend) -> None:
 async def test_a_refused_request_starts_nothing(backend: FakeBackend) -> None:
     spawner = make_spawner(user_options={"gpu": "a40"})
     with pytest.raises(web.HTTPError) as refused:
-        spawner.run_pre_spawn_hook()
+        await spawner.run_pre_spawn_hook()
     assert refusal(refused.value) == (400, "gpu: 'a40' is not allowed; allowed: none")
     with pytest.raises(web.HTTPError):
         await spawner.start()
@@ -324,6 +326,51 @@ async def test_the_pre_spawn_hook_sees_the_resolved_options(backend: FakeBackend
     assert seen == ["rstudio"]
     await spawner.start()
     assert backend.started[0].options.profile == "rstudio"
+
+
+async def test_a_burst_of_starts_does_its_cpu_work_in_turns(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forty starts at once, four preparations at a time: no loop iteration resolves or renders
+    more than four of them, and they reach the backend in the order they came."""
+    iteration = 0
+
+    def tick() -> None:
+        nonlocal iteration
+        iteration += 1
+        ticker[0] = loop.call_soon(tick)
+
+    loop = asyncio.get_running_loop()
+    ticker = [loop.call_soon(tick)]
+    resolved: list[int] = []
+    rendered: list[int] = []
+    resolve, render = spawner_module.resolve_options, spawner_module.render_manifests
+
+    def counting_resolve(*args: Any) -> Any:
+        resolved.append(iteration)
+        return resolve(*args)
+
+    def counting_render(*args: Any) -> Any:
+        rendered.append(iteration)
+        return render(*args)
+
+    monkeypatch.setattr(spawner_module, "resolve_options", counting_resolve)
+    monkeypatch.setattr(spawner_module, "render_manifests", counting_render)
+    spawners = [make_spawner(name=f"u{i:02}", concurrent_preparations=4) for i in range(40)]
+    await spawners[0].ledger()  # opened (and swept) before the burst, as on a hub that has run a while
+
+    async def spawn(spawner: EInfraSpawner) -> Any:
+        await spawner.run_pre_spawn_hook()
+        return await spawner.start()
+
+    try:
+        await asyncio.gather(*(spawn(s) for s in spawners))
+    finally:
+        ticker[0].cancel()
+    assert len(resolved) == len(rendered) == 40
+    for seen in (resolved, rendered):
+        assert max(seen.count(i) for i in set(seen)) <= 4
+    assert [r.identity.user for r in backend.started] == [f"u{i:02}" for i in range(40)]
 
 
 async def test_a_backend_error_reaches_the_user_as_its_message(backend: FakeBackend) -> None:
@@ -439,6 +486,36 @@ def test_configure_sets_the_hub_from_the_instance() -> None:
     assert course.JupyterHub.named_server_limit_per_user == 0
 
 
+def test_configure_freezes_the_start_up_heap_unless_asked_not_to() -> None:
+    gc.unfreeze()
+    configure(Config(), PROFILES / "hub", freeze_heap=False)
+    assert gc.get_freeze_count() == 0
+    configure(Config(), PROFILES / "hub")
+    frozen = gc.get_freeze_count()
+    assert frozen > 10_000  # the modules, classes and functions of the hub and its libraries
+    gc.collect()
+    assert gc.get_freeze_count() == frozen  # a full collection neither scans nor frees them
+
+
+async def test_configure_opens_the_usage_ledger_as_the_hub_starts(
+    tmp_path: Path, ledgers: dict[str, AsyncLedger]
+) -> None:
+    from einfra_spawner.usage import Ledger
+    from tests.usage.test_ledger import planned
+
+    url = f"sqlite:///{tmp_path / 'usage.sqlite'}"
+    before = Ledger(url)
+    before.open(planned(server="cut-short"))  # a start the last hub process never finished
+    before.dispose()
+    c = Config()
+    configure(c, PROFILES / "hub", freeze_heap=False)
+    c.EInfraSpawner.usage_db_url = url  # set later in the same configuration file
+    assert ledgers == {}  # opened once the configuration file has run, not before
+    await asyncio.sleep(0)
+    assert list(ledgers) == [url]
+    assert await ledgers[url].call(Ledger.intervals, 0.0, 1e12, None, (), False) == []
+
+
 def test_configure_stops_at_a_broken_folder(tmp_path: Path) -> None:
     (tmp_path / "instance.yaml").write_text("name: Broken!\ndisplay_name: x\nservers: 2\n")
     (tmp_path / "a.yaml").write_text("slug: a\ndisplay_name: A\nimage: x:1\ncpu: lots\n")
@@ -517,6 +594,33 @@ async def test_a_run_is_recorded_from_start_to_stop(
     assert await ledger.call(Ledger.open_intervals, "hub") == []
     closed = await ledger.call(Ledger.get, running.id)
     assert closed is not None and closed.stopped is not None and closed.stopped >= seen.last_seen
+
+
+async def test_the_cost_metric_counts_each_stretch_of_running_once(
+    backend: FakeBackend, ledgers: dict[str, AsyncLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from einfra_spawner.usage import Ledger, interval_cost
+
+    clock = [1_700_000_000.0]
+    fake_time = SimpleNamespace(time=lambda: clock[0], monotonic=lambda: clock[0])
+    monkeypatch.setattr(accounting, "time", fake_time)
+    monkeypatch.setattr(spawner_module, "time", fake_time)
+    before = sample("einfra_cost_total", profile="jupyterlab", currency="CZK")
+    spawner = await started(make_spawner("gpu", server="metered", user_options={"gpu": "a40", "cpu": "4"}))
+    clock[0] += 1800
+    assert await spawner.poll() is None
+    clock[0] += 1800
+    assert await spawner.poll() is None
+    assert await spawner.poll() is None  # no time passed: nothing more
+    clock[0] += 900
+    (interval,) = await ledgers["sqlite://"].call(Ledger.open_intervals, "hub")
+    await spawner.stop()
+    closed = await ledgers["sqlite://"].call(Ledger.get, interval.id)
+    assert closed is not None and closed.stopped == interval.started + 4500
+    exact = interval_cost(closed, closed.started, closed.stopped)
+    assert exact.gpu == 38 * 1.25  # 38 CZK per A40 hour, 75 minutes
+    counted = sample("einfra_cost_total", profile="jupyterlab", currency="CZK") - before
+    assert counted == pytest.approx(float(exact.total), rel=1e-9)
 
 
 async def test_a_server_found_gone_is_closed_where_last_seen(

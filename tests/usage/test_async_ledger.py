@@ -31,8 +31,7 @@ async def ledger(db_url: str) -> AsyncIterator[AsyncLedger]:
 async def worker_held(ledger: AsyncLedger) -> AsyncIterator[None]:
     """Keep the worker thread busy while the block queues writes: they then make one batch."""
     release = threading.Event()
-    busy = asyncio.ensure_future(ledger.call(lambda _ledger: release.wait(10)))
-    await asyncio.sleep(0)  # the call is on the worker's queue now, ahead of the writes
+    busy = ledger.call(lambda _ledger: release.wait(10))  # on the worker's queue, ahead of the writes
     try:
         yield
     finally:
@@ -109,6 +108,19 @@ async def test_a_failing_write_fails_alone(ledger: AsyncLedger) -> None:
     assert isinstance(results[0], Interval) and isinstance(results[2], Interval)
     assert isinstance(results[1], sa.exc.DBAPIError)
     assert len(await ledger.call(Ledger.open_intervals, "hub")) == 2  # both kept, once each
+
+
+async def test_a_sweep_runs_before_the_writes_queued_after_it(ledger: AsyncLedger) -> None:
+    """At first use the ledger drops starts a crash cut short; a start admitted right after must
+    not be dropped with them, whichever runs first on the loop."""
+    await ledger.write(partial(open_interval, interval=planned(server="crashed")))
+    async with worker_held(ledger):
+        sweep = ledger.call(Ledger.drop_reservations, "hub")
+        fresh = ledger.write(partial(open_interval, interval=planned(server="new")))
+    assert await sweep == 1
+    admitted = await fresh
+    everything = await ledger.call(Ledger.intervals, 0.0, 1e12, None, (), False)
+    assert [(i.id, i.server) for i in everything] == [(admitted.id, "new")]
 
 
 async def test_a_database_that_cannot_be_reached_fails_every_write() -> None:

@@ -117,3 +117,63 @@ async def test_events_are_found_by_their_pod_without_a_scan() -> None:
     assert informer._apply(event("e1", "a", "DELETED"))
     assert [e["metadata"]["name"] for e in informer.indexed("default/a")] == ["e2"]
     assert informer.indexed("default/c") == []
+
+
+def _tracked(obj: object) -> int:
+    """Objects the garbage collector tracks in ``obj`` (dicts of plain values are not tracked)."""
+    import gc
+
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or not gc.is_tracked(item):
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return len(seen)
+
+
+def test_the_pod_cache_keeps_what_the_backend_reads_and_little_else(make_request: MakeRequest) -> None:
+    from einfra_spawner.models import GpuType
+    from einfra_spawner_kubernetes._capacity import gpu_capacity
+    from einfra_spawner_kubernetes._explain import failure_from_pod, pod_is_ready
+    from einfra_spawner_kubernetes._informer import slim_pod
+
+    request = make_request(user="ada", request={"gpu": "a40", "gpu_count": 2})
+    pod = {
+        **request.manifests.pod,
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.7",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "notebook", "ready": True, "state": {"running": {}}}],
+        },
+    }
+    pod["metadata"] = {**pod["metadata"], "uid": "u-1", "resourceVersion": "9", "deletionTimestamp": "x"}
+    pod["spec"] = {**pod["spec"], "nodeName": "gpu-node-1"}
+    slim = slim_pod(pod)
+    assert slim["status"] == pod["status"]
+    for key in ("name", "namespace", "uid", "labels", "annotations", "resourceVersion", "deletionTimestamp"):
+        assert slim["metadata"][key] == pod["metadata"][key]
+    assert slim["spec"]["nodeName"] == "gpu-node-1"
+    assert slim["spec"]["containers"][0]["resources"] == pod["spec"]["containers"][0]["resources"]
+    assert "env" not in slim["spec"]["containers"][0] and "volumes" not in slim["spec"]
+    assert pod_is_ready(slim) and failure_from_pod(slim, request.options) is None
+    crashed = {"phase": "Failed", "containerStatuses": [{"state": {"terminated": {"exitCode": 1}}}]}
+    assert failure_from_pod(slim_pod({**pod, "status": crashed}), request.options) == failure_from_pod(
+        {**pod, "status": crashed}, request.options
+    )
+    (resource,) = [r for r in pod["spec"]["containers"][0]["resources"]["limits"] if r.startswith("nvidia")]
+    a40 = {"a40": GpuType(display_name="NVIDIA A40", resource=resource, node_selector={"gpu": "a40"})}
+    node = {
+        "metadata": {"name": "gpu-node-1", "labels": {"gpu": "a40"}},
+        "status": {"allocatable": {resource: "4"}},
+    }
+    live = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": None}}
+    assert gpu_capacity(a40, [node], [slim_pod(live)]) == gpu_capacity(a40, [node], [live])
+    assert gpu_capacity(a40, [node], [slim_pod(live)])["a40"].free == 2
+    assert _tracked(slim) <= _tracked(pod) / 2  # half the objects for the collector to scan
