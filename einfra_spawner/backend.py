@@ -24,6 +24,9 @@ Optional attributes the spawner reads when a backend has them:
   a server; the spawner renders the manifests and calls ``start`` inside it, so in a burst each
   spawn's CPU work happens just before its requests. The first ``start`` inside the block takes
   the turn over; leaving the block without one gives it back.
+* ``warm_up()``: a coroutine run once in the background as the hub starts (when
+  :func:`~einfra_spawner.configure` is called on the hub's event loop): connect, start watches,
+  fill caches, so the first spawns wait for none of it. Its failure is logged, nothing more.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import jinja2
@@ -51,6 +51,7 @@ from jupyterhub.utils import url_path_join
 from sqlalchemy import inspect as sqlalchemy_inspect
 from tornado import web
 from traitlets import Float, Integer, Unicode, default
+from traitlets.config import Application
 
 from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest, load_backend_class
 from .errors import BackendError, EInfraError, OptionsError, ProfileError
@@ -638,9 +639,10 @@ def configure(
     form's script) in ``JupyterHub.extra_handlers``, after any handlers already configured.
     Returns the loaded profiles.
 
-    When called as the hub starts (on its running event loop), the usage ledger named by
-    ``EInfraSpawner.usage_db_url`` is opened in the background once the configuration file has
-    run, instead of at the first spawn.
+    When called as the hub starts (on its running event loop), once the configuration file has
+    run, the usage ledger named by ``EInfraSpawner.usage_db_url`` is opened and the backend is
+    built and warmed up (the Kubernetes backend connects and starts its watches), in the
+    background, instead of at the first spawn.
 
     ``freeze_heap`` (default on): once the profiles and the backend are loaded, collect garbage
     and move every object alive to the garbage collector's permanent generation
@@ -665,15 +667,45 @@ def configure(
     existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
     c.JupyterHub.extra_handlers = existing + [h for h in HANDLERS if h not in existing]
     with contextlib.suppress(RuntimeError):  # no running loop: a tool, not a starting hub
-        asyncio.get_running_loop().call_soon(_open_usage_ledger, c, profiles.instance.name)
+        asyncio.get_running_loop().call_soon(_at_hub_start, c, profiles.instance.name)
     if freeze_heap:
         gc.collect()
         gc.freeze()
     return profiles
 
 
-def _open_usage_ledger(c: Any, instance: str) -> None:
-    """Once the configuration file has run: open the usage ledger it names, at hub start."""
-    section = c.EInfraSpawner
-    url = section.usage_db_url if "usage_db_url" in section else EInfraSpawner.usage_db_url.default_value
-    open_at_start(str(url), instance, logging.getLogger("JupyterHub"))
+# Hub-start tasks, kept referenced until they end (the event loop keeps only weak references).
+_starting: set[asyncio.Future[Any]] = set()
+
+
+def _at_hub_start(c: Any, instance: str) -> None:
+    """Once the configuration file has run (and the hub's configuration is complete): open the
+    usage ledger and build the backend, and let the backend warm up (``warm_up()``: connect,
+    start its watches), in the background, so the first spawns wait for none of it."""
+    app = Application.instance() if Application.initialized() else None
+    config = app.config if app is not None else c
+    log = app.log if app is not None else logging.getLogger("JupyterHub")
+    section = config.EInfraSpawner
+    traits = EInfraSpawner.class_traits()
+    url = section.usage_db_url if "usage_db_url" in section else traits["usage_db_url"].default_value
+    open_at_start(str(url), instance, log)
+    name = str(section.backend if "backend" in section else traits["backend"].default_value)
+    try:
+        backend = _backends.get(name)
+        if backend is None:
+            backend = _backends.setdefault(name, load_backend_class(name)(config=config, log=log))
+        warm_up = getattr(backend, "warm_up", None)
+        if not callable(warm_up):
+            return
+        task = asyncio.ensure_future(warm_up())
+    except Exception:  # the first spawn builds it again, and reports what fails
+        log.exception("Could not prepare the %s backend at hub start", name)
+        return
+    _starting.add(task)
+    task.add_done_callback(partial(_warmed_up, log, name))
+
+
+def _warmed_up(log: logging.Logger, name: str, task: asyncio.Future[Any]) -> None:
+    _starting.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("The %s backend could not warm up at hub start", name, exc_info=task.exception())

@@ -258,6 +258,12 @@ class KubernetesBackend(LoggingConfigurable):
                 )
         return self._api
 
+    async def warm_up(self) -> None:
+        """Connect and start the shared watches of pods and events now (the hub is starting),
+        so that the first spawns find them synced."""
+        scope = self._scope()
+        await asyncio.gather(self._informer("pods", scope), self._informer("events", scope))
+
     @property
     def request_counts(self) -> dict[tuple[str, str], int]:
         """API requests made so far, by (verb, resource)."""

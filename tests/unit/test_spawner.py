@@ -497,8 +497,8 @@ def test_configure_freezes_the_start_up_heap_unless_asked_not_to() -> None:
     assert gc.get_freeze_count() == frozen  # a full collection neither scans nor frees them
 
 
-async def test_configure_opens_the_usage_ledger_as_the_hub_starts(
-    tmp_path: Path, ledgers: dict[str, AsyncLedger]
+async def test_configure_opens_the_usage_ledger_and_warms_the_backend_as_the_hub_starts(
+    tmp_path: Path, ledgers: dict[str, AsyncLedger], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from einfra_spawner.usage import Ledger
     from tests.usage.test_ledger import planned
@@ -507,13 +507,25 @@ async def test_configure_opens_the_usage_ledger_as_the_hub_starts(
     before = Ledger(url)
     before.open(planned(server="cut-short"))  # a start the last hub process never finished
     before.dispose()
+    warmed: list[FakeBackend] = []
+
+    class WarmingBackend(FakeBackend):
+        async def warm_up(self) -> None:
+            warmed.append(self)
+
+    monkeypatch.setattr(spawner_module, "_backends", {})
+    monkeypatch.setattr(spawner_module, "load_backend_class", lambda name: WarmingBackend)
     c = Config()
     configure(c, PROFILES / "hub", freeze_heap=False)
     c.EInfraSpawner.usage_db_url = url  # set later in the same configuration file
-    assert ledgers == {}  # opened once the configuration file has run, not before
+    c.EInfraSpawner.backend = "warming"
+    assert ledgers == {} and spawner_module._backends == {}  # once the configuration file has run
     await asyncio.sleep(0)
     assert list(ledgers) == [url]
     assert await ledgers[url].call(Ledger.intervals, 0.0, 1e12, None, (), False) == []
+    (backend,) = warmed
+    assert spawner_module._backends == {"warming": backend}  # the one every spawner will use
+    assert backend.config is c
 
 
 def test_configure_stops_at_a_broken_folder(tmp_path: Path) -> None:
