@@ -29,7 +29,13 @@ when the backend answers, refreshed ("last seen running") at every poll, closed 
 its last-seen time when a poll finds the server gone (see :mod:`einfra_spawner.usage.accounting`).
 
 Per-process caches: profile folders are loaded once per process and folder; the backend object is
-built once per process and name and shared by every spawner (it may hold watches and caches).
+built once per process and name and shared by every spawner (it may hold watches and caches),
+at hub start when :func:`configure` runs on the hub's event loop.
+
+Spawn storms (see ``docs/benchmarks.md``): resolving and rendering take turns at a per-loop
+preparation gate (``concurrent_preparations`` begin per loop iteration), rendering happens inside
+the backend's ``admission()`` when it has one, and nothing waiting on the database or the
+cluster holds a turn.
 """
 
 from __future__ import annotations
@@ -211,6 +217,10 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
     _interval_id: int | None = None  # this run's row in the usage ledger
     _opened: Interval | None = None  # that row as admitted, until the backend has started it
     _spawn_began: float | None = None  # monotonic time the start was admitted, for the metric
+    # Looked up once per spawner: its profiles, its backend object and its identity.
+    _profiles: ProfileSet | None = None
+    _backend: Backend | None = None
+    _identity: ServerIdentity | None = None
     _backend_state: dict[str, Any]
     user_options: dict[str, Any]  # JupyterHub's trait, annotated for the type checker only
 
@@ -229,6 +239,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
 
     def profile_set(self) -> ProfileSet:
         """The instance's profiles (loaded once per process)."""
+        if self._profiles is not None:
+            return self._profiles
         if not self.profiles_dir:
             raise _refusal(
                 "This hub is not configured: EInfraSpawner.profiles_dir is not set.",
@@ -237,7 +249,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
             )
         folder = os.path.abspath(self.profiles_dir)
         try:
-            return _load_profile_set(folder)
+            self._profiles = _load_profile_set(folder)
+            return self._profiles
         except ProfileError as exc:
             self.log.error("The profile folder %s is broken:\n%s", folder, exc)
             raise _refusal(
@@ -248,6 +261,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
 
     def backend_object(self) -> Backend:
         """The backend named by :attr:`backend`, built once per process and shared."""
+        if self._backend is not None:
+            return self._backend
         backend = _backends.get(self.backend)
         if backend is None:
             try:
@@ -256,6 +271,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
                 self.log.error("%s", exc)
                 raise _refusal(str(exc), reason="configuration", status=500) from exc
             backend = _backends.setdefault(self.backend, factory(config=self.config, log=self.log))
+        self._backend = backend
         return backend
 
     def user_context(self) -> UserContext:
@@ -267,11 +283,15 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         )
 
     def identity(self) -> ServerIdentity:
-        """Whose server this is, in the namespace the backend chooses for it (if it has any)."""
+        """Whose server this is, in the namespace the backend chooses for it (if it has any).
+        Computed once: a server is never renamed, nor moved to another backend."""
+        if self._identity is not None:
+            return self._identity
         plain = ServerIdentity(user=self.user.name, server=self.name)
         namespace_for = getattr(self.backend_object(), "namespace_for", None)
         if callable(namespace_for):
-            return ServerIdentity(user=self.user.name, server=self.name, namespace=str(namespace_for(plain)))
+            plain = ServerIdentity(user=self.user.name, server=self.name, namespace=str(namespace_for(plain)))
+        self._identity = plain
         return plain
 
     def resolve(self, request: object) -> ResolvedOptions:

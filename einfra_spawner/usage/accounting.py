@@ -35,8 +35,11 @@ if TYPE_CHECKING:
 __all__ = ["UsageAccounting", "open_at_start"]
 
 _ledgers: dict[str, AsyncLedger] = {}
-# (ledger URL, instance) pairs whose abandoned reservations this process has dropped.
+# (ledger URL, instance) pairs whose abandoned reservations this process has dropped (or is
+# dropping: a sweep that fails is tried again at the next use).
 _swept: set[tuple[str, str]] = set()
+#: When this hub process started: every reservation made before is a start a restart cut short.
+_PROCESS_STARTED = time.time()
 
 
 def _shared_ledger(
@@ -49,17 +52,16 @@ def _shared_ledger(
         ledger = _ledgers.setdefault(url, AsyncLedger(url))
     if (url, instance) in _swept:
         return ledger, None
-    _swept.add((url, instance))  # once: a later sweep could drop a start admitted meanwhile
-    sweep = ledger.call(Ledger.drop_reservations, instance)
-    sweep.add_done_callback(partial(_swept_report, log))
+    _swept.add((url, instance))
+    sweep = ledger.call(Ledger.drop_reservations, instance, _PROCESS_STARTED)
+    sweep.add_done_callback(partial(_swept_report, log, (url, instance)))
     return ledger, sweep
 
 
-def _swept_report(log: logging.Logger, sweep: asyncio.Future[int]) -> None:
-    if sweep.cancelled():
-        return
-    error = sweep.exception()
+def _swept_report(log: logging.Logger, key: tuple[str, str], sweep: asyncio.Future[int]) -> None:
+    error = sweep.exception() if not sweep.cancelled() else asyncio.CancelledError()
     if error is not None:
+        _swept.discard(key)  # tried again at the next use
         log.error("Usage ledger: could not open the database or drop abandoned starts", exc_info=error)
     elif sweep.result():
         log.info("Usage ledger: dropped %d start(s) a hub restart cut short", sweep.result())

@@ -256,17 +256,18 @@ class Ledger:
         """:func:`end_interval` in a transaction of its own."""
         return self.run(partial(end_interval, interval_id=interval_id, at=at))
 
-    def drop_reservations(self, instance: str) -> int:
+    def drop_reservations(self, instance: str, before: float | None = None) -> int:
         """Forget starts that never ran: at hub start, these are starts a crash cut short
-        (JupyterHub abandons a start in progress when it restarts). Returns how many."""
+        (JupyterHub abandons a start in progress when it restarts). With ``before`` (the time
+        this hub process started), only reservations made earlier go, so a sweep that is tried
+        again later never drops a start admitted meanwhile. Returns how many."""
+        condition = (
+            (_COLUMNS.instance == instance) & _COLUMNS.stopped.is_(None) & _COLUMNS.last_seen.is_(None)
+        )
+        if before is not None:
+            condition = condition & (_COLUMNS.started < before)
         with self.engine.begin() as connection:
-            result = connection.execute(
-                sa.delete(INTERVALS).where(
-                    _COLUMNS.instance == instance,
-                    _COLUMNS.stopped.is_(None),
-                    _COLUMNS.last_seen.is_(None),
-                )
-            )
+            result = connection.execute(sa.delete(INTERVALS).where(condition))
             return int(result.rowcount or 0)
 
     def open_intervals(self, instance: str) -> list[Interval]:

@@ -29,7 +29,7 @@ from einfra_spawner.backend import (
 )
 from einfra_spawner.models import GpuType
 from einfra_spawner.spawner import EInfraSpawner, configure
-from einfra_spawner.usage import AsyncLedger, accounting
+from einfra_spawner.usage import AsyncLedger, Ledger, accounting
 
 from .test_form import RenderedForm
 
@@ -606,6 +606,19 @@ async def test_a_run_is_recorded_from_start_to_stop(
     assert await ledger.call(Ledger.open_intervals, "hub") == []
     closed = await ledger.call(Ledger.get, running.id)
     assert closed is not None and closed.stopped is not None and closed.stopped >= seen.last_seen
+
+
+async def test_a_sweep_that_failed_is_tried_again(tmp_path: Path, backend: FakeBackend) -> None:
+    import sqlalchemy as sa
+
+    folder = tmp_path / "not-yet"
+    spawner = make_spawner(usage_db_url=f"sqlite:///{folder / 'usage.sqlite'}")
+    with pytest.raises(sa.exc.OperationalError):
+        await spawner.ledger()  # the database cannot be opened yet
+    folder.mkdir()
+    ledger = await spawner.ledger()  # swept now
+    assert await ledger.call(Ledger.open_intervals, "hub") == []
+    assert await spawner.ledger() is ledger
 
 
 async def test_the_cost_metric_counts_each_stretch_of_running_once(

@@ -94,6 +94,15 @@ def test_a_start_that_never_ran_leaves_nothing(ledger: Ledger) -> None:
     assert ledger.get(cut_short.id) is None and ledger.get(refused_by_backend.id) is None
 
 
+def test_a_sweep_tried_again_keeps_the_starts_of_the_running_hub(ledger: Ledger) -> None:
+    ledger.open(planned(server="cut-short", at=T0))
+    admitted_since = ledger.open(planned(server="starting", at=T0 + HOUR))
+    hub_started = T0 + HOUR / 2
+    assert ledger.drop_reservations("hub", before=hub_started) == 1
+    assert [i.id for i in ledger.open_intervals("hub")] == [admitted_since.id]
+    assert ledger.drop_reservations("hub", before=hub_started) == 0  # again: nothing more
+
+
 def test_a_new_run_ends_a_lost_run_of_the_same_server(ledger: Ledger) -> None:
     lost = ledger.open(planned(server="work"))
     ledger.mark_running(lost.id, T0)
