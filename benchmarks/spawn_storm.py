@@ -1,7 +1,7 @@
 """The spawn storm: N spawners started at once in one event loop, as in a hub, then polled and stopped.
 
 Run: ``python benchmarks/spawn_storm.py [--sizes 1,10,100,500,1000] [--repeat 3]
-[--compare kubespawner] [--variants home,nohome] [--json storm.json]``.
+[--compare kubespawner] [--variants home,nohome] [--json storm.json] [--markdown storm.md]``.
 
 Each trial runs in a fresh process (``benchmarks/storm_trial.py``) with the fake API server in a
 child process of its own (2 ms per request, a pod Running 50 ms after creation, no schema
@@ -169,6 +169,34 @@ def print_block(n: int, variant: str, results: dict[str, dict[str, Any]]) -> Non
     print()
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The headline figures of a report (``--json``) as a Markdown table: ours / theirs (ratio)
+    where both spawners ran, ours alone otherwise."""
+
+    def cell(row: dict[str, Any], key: str, digits: int, ratio: bool = False) -> str:
+        values = [spawner["figures"][key] for spawner in row["spawners"].values()]
+        text = " / ".join(f"{v:.{digits}f}" for v in values)
+        if ratio and len(values) == 2 and values[1]:
+            text += f" ({values[0] / values[1]:.2f})"
+        return text
+
+    lines = [
+        "| N, variant | start p50 ms | start p99 ms | ours: p50 / floor | hub CPU ms per spawn "
+        "| longest loop stall ms | longest GC pause ms | poll µs | stop p50 ms | API requests per spawn |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["results"]:
+        ours = row["spawners"]["einfra"]["figures"]
+        lines.append(
+            f"| {row['n']} {row['variant']} | {cell(row, 'start_p50_ms', 0, True)} "
+            f"| {cell(row, 'start_p99_ms', 0)} | {ours['start_p50_ms'] / ours['floor_p50_ms']:.2f} "
+            f"| {cell(row, 'cpu_ms_per_spawn', 2, True)} | {cell(row, 'stall_ms', 0)} "
+            f"| {cell(row, 'gc_longest_ms', 0)} | {cell(row, 'poll_us', 0)} | {cell(row, 'stop_p50_ms', 0)} "
+            f"| {cell(row, 'requests_per_spawn', 2)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -187,6 +215,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--trial-timeout", type=float, default=600.0, help="seconds per trial")
     parser.add_argument("--json", type=Path, help="also write every figure and trial to this file")
+    parser.add_argument("--markdown", type=Path, help="also write the headline figures as a Markdown table")
     return parser.parse_args(argv)
 
 
@@ -217,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             report["results"].append({"n": n, "variant": variant, "spawners": results})
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown_table(report))
     return 1 if problems else 0
 
 
