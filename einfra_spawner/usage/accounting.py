@@ -10,8 +10,8 @@ sentences with the pure :mod:`.cost` and :mod:`.quota`. Refusals are raised as
 answers JupyterHub gives the user.
 
 Per process: one :class:`~.ledger.AsyncLedger` per database URL, shared by every spawner, and a
-record of the instances whose abandoned reservations were dropped (once, at the first use after
-a hub start).
+record of the instances whose abandoned reservations were dropped (once per hub process, as it
+starts or at the first use; again after a sweep that failed).
 """
 
 from __future__ import annotations
@@ -197,10 +197,26 @@ class UsageAccounting:
         except Exception:
             self.log.exception("Usage ledger: could not record %s as running", self._log_name)
             return
+        if self._meter is None:
+            # A hub restart lost the meter: rebuild it from the row as it is before this poll's
+            # write (queued first), so the metric also counts the stretch since the last poll.
+            row = ledger.call(Ledger.get, self._interval_id)
+            row.add_done_callback(partial(self._resume_meter, now))
         queued = ledger.write(partial(seen_running, interval_id=self._interval_id, now=now))
         queued.add_done_callback(partial(self._log_ledger_failure, "record as running"))
         if self._meter is not None:
             self._meter.advance(now)
+
+    def _resume_meter(self, now: float, row: asyncio.Future[Interval | None]) -> None:
+        if row.cancelled() or row.exception() is not None or self._meter is not None:
+            return
+        interval = row.result()
+        if interval is None or interval.id != self._interval_id or interval.stopped is not None:
+            return
+        if interval.last_seen is None:
+            return
+        self._meter = metrics.CostMeter(replace(interval, started=interval.last_seen))
+        self._meter.advance(now)
 
     def _log_ledger_failure(self, what: str, done: asyncio.Future[Any]) -> None:
         if not done.cancelled() and done.exception() is not None:

@@ -637,13 +637,18 @@ async def test_the_cost_metric_counts_each_stretch_of_running_once(
     clock[0] += 1800
     assert await spawner.poll() is None
     assert await spawner.poll() is None  # no time passed: nothing more
+    # The hub restarts: a new spawner object from the saved state, with no meter of its own.
+    restarted = make_spawner("gpu", server="metered", user_options={"gpu": "a40", "cpu": "4"})
+    restarted.load_state(spawner.get_state())
     clock[0] += 900
+    assert await restarted.poll() is None
     (interval,) = await ledgers["sqlite://"].call(Ledger.open_intervals, "hub")
-    await spawner.stop()
+    clock[0] += 900
+    await restarted.stop()
     closed = await ledgers["sqlite://"].call(Ledger.get, interval.id)
-    assert closed is not None and closed.stopped == interval.started + 4500
+    assert closed is not None and closed.stopped == interval.started + 5400
     exact = interval_cost(closed, closed.started, closed.stopped)
-    assert exact.gpu == 38 * 1.25  # 38 CZK per A40 hour, 75 minutes
+    assert exact.gpu == 38 * 1.5  # 38 CZK per A40 hour, 90 minutes
     counted = sample("einfra_cost_total", profile="jupyterlab", currency="CZK") - before
     assert counted == pytest.approx(float(exact.total), rel=1e-9)
 
