@@ -203,10 +203,15 @@ class GcClock:
             self.longest = max(self.longest, pause)
 
 
+def _stat_cpu(stat: Path) -> float:
+    """CPU seconds (user + system) from a /proc ``stat`` file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) of another process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
 
 
 def thread_cpu() -> dict[str, float]:
@@ -216,11 +221,10 @@ def thread_cpu() -> dict[str, float]:
     seconds: dict[str, float] = {}
     for task in Path("/proc/self/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            used = _stat_cpu(task / "stat")
         except OSError:  # the thread ended meanwhile
             continue
         name = names.get(int(task.name), "other")
-        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         seconds[name] = seconds.get(name, 0.0) + used
     return seconds
 

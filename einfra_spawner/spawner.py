@@ -101,6 +101,14 @@ async def _preparation_turn(width: int) -> AsyncIterator[None]:
         loop.call_soon(gate.release)
 
 
+def _shared_backend(name: str, config: Any, log: Any) -> Backend:
+    """The backend ``name`` of this process, built on first use with ``config`` and shared."""
+    backend = _backends.get(name)
+    if backend is None:
+        backend = _backends.setdefault(name, load_backend_class(name)(config=config, log=log))
+    return backend
+
+
 def _load_profile_set(folder: str) -> ProfileSet:
     """The instance folder ``folder`` (an absolute path), loaded once per process."""
     profiles = _profile_sets.get(folder)
@@ -261,18 +269,13 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
 
     def backend_object(self) -> Backend:
         """The backend named by :attr:`backend`, built once per process and shared."""
-        if self._backend is not None:
-            return self._backend
-        backend = _backends.get(self.backend)
-        if backend is None:
+        if self._backend is None:
             try:
-                factory = load_backend_class(self.backend)
+                self._backend = _shared_backend(self.backend, self.config, self.log)
             except EInfraError as exc:
                 self.log.error("%s", exc)
                 raise _refusal(str(exc), reason="configuration", status=500) from exc
-            backend = _backends.setdefault(self.backend, factory(config=self.config, log=self.log))
-        self._backend = backend
-        return backend
+        return self._backend
 
     def user_context(self) -> UserContext:
         """Who is asking, as the resolver sees them."""
@@ -711,10 +714,7 @@ def _at_hub_start(c: Any, instance: str) -> None:
     open_at_start(str(url), instance, log)
     name = str(section.backend if "backend" in section else traits["backend"].default_value)
     try:
-        backend = _backends.get(name)
-        if backend is None:
-            backend = _backends.setdefault(name, load_backend_class(name)(config=config, log=log))
-        warm_up = getattr(backend, "warm_up", None)
+        warm_up = getattr(_shared_backend(name, config, log), "warm_up", None)
         if not callable(warm_up):
             return
         task = asyncio.ensure_future(warm_up())

@@ -84,8 +84,8 @@ class UsageAccounting:
     log: Any
     _interval_id: int | None
     _log_name: str
-    #: The cost metric of this run since this process last saw it running; ``None`` after a
-    #: hub restart until the next start.
+    #: The cost metric of this run since this process last saw it running; after a hub restart,
+    #: rebuilt from the ledger at the first poll.
     _meter: metrics.CostMeter | None = None
 
     if TYPE_CHECKING:
