@@ -44,10 +44,12 @@ from .resolve import ResolvedOptions
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Backend",
+    "BackendBase",
     "BackendFactory",
     "Endpoint",
     "GpuCapacity",
     "ProgressEvent",
+    "ServerRecord",
     "StartRequest",
     "Started",
     "available_backends",
@@ -70,6 +72,9 @@ class StartRequest:
     manifests: Manifests
     single_user: SingleUser
     state: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds the start may take in all (the spawner's ``start_timeout``): the budget for
+    #: retrying API calls through an outage. ``None``: the backend's own limits.
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,29 @@ class GpuCapacity:
     total: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerRecord:
+    """One server a backend runs (or has begun to start), as the backend's own records show it:
+    what the reconciler compares with what JupyterHub knows and what the ledger counts.
+
+    Only objects carrying this project's labels (and the instance's) are ever reported, so the
+    reconciler can never act on anything another hub, or a person, created."""
+
+    #: ``ServerNames(user, server).server_label``: unique per (user, server), the match key.
+    server_label: str
+    #: ``ServerNames(user, server).user_label``.
+    user_label: str
+    #: When the backend created it (seconds since the epoch): orphans younger than the grace
+    #: period are left alone, since a start may still be on its way.
+    created: float
+    #: Whether it runs (a pod that is not finished, a live process).
+    running: bool
+    #: What :meth:`Backend.remove` needs to find it again (opaque to the reconciler).
+    ref: Mapping[str, Any] = field(default_factory=dict)
+    #: A few words for the log: ``pod jhub/jupyter-ada-1f2e``, ``process 4242``.
+    description: str = ""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What every backend provides. All methods are safe to call concurrently for different
@@ -135,6 +163,35 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Release shared resources (watches, clients); servers keep running."""
         ...
+
+    async def inventory(self, instance: str) -> list[ServerRecord] | None:
+        """Every server this backend runs for the hub instance ``instance``, from its caches or
+        records (no per-server reads); ``None`` when it cannot tell right now (a watch not yet
+        synced), in which case the reconciler does nothing."""
+        ...
+
+    async def remove(self, record: ServerRecord) -> None:
+        """Remove a server the reconciler found orphaned (no hub knows it), and wait until it is
+        gone; fine if already gone. Raise ``BackendError`` when it cannot be removed now (it is
+        tried again at the next pass)."""
+        ...
+
+
+class BackendBase:
+    """Defaults for the optional parts of :class:`Backend`: subclass it, and override what your
+    backend can do. A backend that keeps the defaults has no inventory, so the reconciler leaves
+    its servers alone (JupyterHub's own polling still notices servers that are gone)."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    async def inventory(self, instance: str) -> list[ServerRecord] | None:
+        """Cannot tell."""
+        return None
+
+    async def remove(self, record: ServerRecord) -> None:
+        """Never called while :meth:`inventory` returns ``None``."""
+        raise NotImplementedError("this backend reports no inventory, so it removes nothing")
 
 
 class BackendFactory(Protocol):
