@@ -89,7 +89,7 @@ def stand_ins(index: int) -> dict[str, Any]:
 def einfra_spawners(
     n: int, variant: str, url: str, log: logging.Logger, workdir: Path
 ) -> tuple[list[Any], Callable[[], Any]]:
-    from einfra_spawner import spawner as spawner_module
+    from einfra_spawner.runtime import current_runtime
     from einfra_spawner.spawner import EInfraSpawner, configure
 
     c = Config()
@@ -109,9 +109,7 @@ def einfra_spawners(
     ]
 
     async def close() -> None:
-        backend = spawner_module._backends.pop("kubernetes", None)
-        if backend is not None:
-            await backend.close()
+        await current_runtime().close()  # the backend's watches and connections, the ledger
 
     return spawners, close
 

@@ -43,18 +43,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import time
-import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
-from functools import cache, partial
+from functools import cache
 from typing import Any
 
 import jinja2
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import url_path_join
-from sqlalchemy import inspect as sqlalchemy_inspect
 from tornado import web
 from traitlets import Float, Integer, Unicode, default
 from traitlets.config import Application
@@ -62,12 +61,13 @@ from traitlets.config import Application
 from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest, load_backend_class
 from .errors import BackendError, EInfraError, OptionsError, ProfileError
 from .form import build_form, capacity_figures, capacity_types, request_from_form, request_from_query
-from .profiles import ProfileSet, load_profiles
+from .profiles import ProfileSet
 from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import ResolvedOptions, UserContext, resolve_options
+from .runtime import current_runtime, jupyterhub_view
 from .usage import Interval, QuotaExceeded
 from .usage import metrics as usage_metrics
-from .usage.accounting import UsageAccounting, open_at_start
+from .usage.accounting import UsageAccounting
 
 try:  # JupyterHub >= 6: a refusal that metrics count as a policy failure, not an error
     from jupyterhub.spawner import SpawnException
@@ -75,46 +75,6 @@ except ImportError:  # pragma: no cover - JupyterHub 5
     SpawnException = None
 
 __all__ = ["EInfraSpawner", "configure"]
-
-_profile_sets: dict[str, ProfileSet] = {}
-_backends: dict[str, Backend] = {}
-# The preparation gate of each event loop (see EInfraSpawner.concurrent_preparations).
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-@contextlib.asynccontextmanager
-async def _preparation_turn(width: int) -> AsyncIterator[None]:
-    """A turn at this event loop's preparation gate: at most ``width`` turns begin in one
-    iteration of the loop, first come first served.
-
-    A turn is given back at the next iteration, not when the block ends: the steps it covers do
-    not wait for anything, so a turn given back at once would be taken again at once, and a
-    whole burst would still run in one iteration."""
-    loop = asyncio.get_running_loop()
-    gate = _gates.get(loop)
-    if gate is None:  # an asyncio semaphore is FIFO, and bound to one loop
-        gate = _gates[loop] = asyncio.Semaphore(width)
-    await gate.acquire()
-    try:
-        yield
-    finally:
-        loop.call_soon(gate.release)
-
-
-def _shared_backend(name: str, config: Any, log: Any) -> Backend:
-    """The backend ``name`` of this process, built on first use with ``config`` and shared."""
-    backend = _backends.get(name)
-    if backend is None:
-        backend = _backends.setdefault(name, load_backend_class(name)(config=config, log=log))
-    return backend
-
-
-def _load_profile_set(folder: str) -> ProfileSet:
-    """The instance folder ``folder`` (an absolute path), loaded once per process."""
-    profiles = _profile_sets.get(folder)
-    if profiles is None:
-        profiles = _profile_sets[folder] = load_profiles(folder)
-    return profiles
 
 
 def _refusal(message: str, *, reason: str, status: int = 400) -> web.HTTPError:
@@ -218,6 +178,33 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         """,
     ).tag(config=True)
 
+    reconcile_interval = Float(
+        60.0,
+        min=0.0,
+        help="""Seconds between two passes of the reconciler; 0 turns it off.
+
+        The reconciler compares what the backend runs, what JupyterHub knows and what the usage
+        ledger counts, at hub start and then every so often: it removes servers no hub knows
+        (left by a hub killed during a start, or by a stop during an API outage), closes the
+        usage of servers that are gone and drops reservations of starts that never ran. It only
+        ever touches objects carrying this project's labels and this instance's name (see
+        ``docs/failures.md``). Read once, as the hub starts. Default: 60 seconds.
+        """,
+    ).tag(config=True)
+
+    reconcile_grace = Float(
+        help="""Seconds a start may take before what it created counts as left behind.
+
+        The reconciler removes a server no hub knows only once it is older than this (or was
+        created before the hub process started, or has run), so a start still on its way is
+        never taken for an orphan. Default: ``start_timeout`` plus ``http_timeout``.
+        """,
+    ).tag(config=True)
+
+    @default("reconcile_grace")
+    def _default_reconcile_grace(self) -> float:
+        return float(self.start_timeout + self.http_timeout)
+
     # Per-server facts, never configuration: the request resolved for the start in progress, the
     # options the running server was given, and the backend's state for that server.
     _pending: ResolvedOptions | None = None
@@ -225,6 +212,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
     _interval_id: int | None = None  # this run's row in the usage ledger
     _opened: Interval | None = None  # that row as admitted, until the backend has started it
     _spawn_began: float | None = None  # monotonic time the start was admitted, for the metric
+    _starting = False  # from admission until the start has ended, either way
+    _granted: dict[str, Any] | None = None  # the request last granted, as stored (no reset)
     # Looked up once per spawner: its profiles, its backend object and its identity.
     _profiles: ProfileSet | None = None
     _backend: Backend | None = None
@@ -257,7 +246,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
             )
         folder = os.path.abspath(self.profiles_dir)
         try:
-            self._profiles = _load_profile_set(folder)
+            self._profiles = current_runtime().profiles(folder)
             return self._profiles
         except ProfileError as exc:
             self.log.error("The profile folder %s is broken:\n%s", folder, exc)
@@ -271,7 +260,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         """The backend named by :attr:`backend`, built once per process and shared."""
         if self._backend is None:
             try:
-                self._backend = _shared_backend(self.backend, self.config, self.log)
+                self._backend = current_runtime().backend(self.backend, self.config, self.log)
             except EInfraError as exc:
                 self.log.error("%s", exc)
                 raise _refusal(str(exc), reason="configuration", status=500) from exc
@@ -412,52 +401,141 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         return self._resolve_admit_then_hook()
 
     def _preparation_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return _preparation_turn(self.concurrent_preparations)
+        return current_runtime().preparation_turn(self.concurrent_preparations)
 
     async def _resolve_admit_then_hook(self) -> Any:
-        async with self._preparation_turn():
-            try:
-                self._pending = self.resolve(self.user_options)
-            except web.HTTPError:
-                usage_metrics.SPAWN_FAILURES.labels(reason="options").inc()
-                raise
-        # Waiting for the database holds no turn (the few steps before its write run at once,
-        # before the next turn begins).
-        await self._admit(self._pending)
+        self._starting = True
+        try:
+            request = self._request_of_this_start()
+            async with self._preparation_turn():
+                try:
+                    self._pending = self.resolve(request)
+                except web.HTTPError:
+                    usage_metrics.SPAWN_FAILURES.labels(reason="options").inc()
+                    raise
+            # Waiting for the database holds no turn (the few steps before its write run at
+            # once, before the next turn begins).
+            await self._admit(self._pending)
+        except BaseException:
+            # Refused: the request leaves nothing of itself behind (JupyterHub stored it).
+            self._store_user_options(self._granted or {})
+            self._starting = False
+            raise
+        self._granted = _as_stored(request)
         self._spawn_began = time.monotonic()
-        result = super().run_pre_spawn_hook()
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            result = await result
+        try:
+            result = super().run_pre_spawn_hook()
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                result = await result
+        except BaseException:  # the operator's hook refused: the reservation goes too
+            await self._close_abandoned_start()
+            raise
         return result
 
+    def _request_of_this_start(self) -> object:
+        """The request to resolve for this start, and what JupyterHub keeps of it.
+
+        JupyterHub stores a request's options before this spawner sees them, and reuses them
+        for a start that brings none (a REST ``POST`` without a body, the admin page's "Start",
+        a hub restart): a stored ``home: reset`` would erase a home nobody asked to erase. So a
+        reset counts only when the HTTP request being handled carries it itself, and is never
+        stored."""
+        request: Any = self.user_options
+        if not isinstance(request, Mapping):
+            return request
+        request = dict(request)
+        if request.get("home") == "reset" and not self._this_request_asks_reset():
+            self.log.info(
+                "Ignored a stored home reset for %s: a reset acts only in the request that asks for it",
+                self._log_name,
+            )
+            del request["home"]
+        self._store_user_options(_as_stored(request))
+        return request
+
+    def _this_request_asks_reset(self) -> bool:
+        """Whether the HTTP request that started this spawn (form post, ``/hub/spawn?opt-...``
+        or REST body) itself asks for ``home: reset``."""
+        request = getattr(getattr(self, "handler", None), "request", None)
+        if request is None:
+            return False
+        asked: object = None
+        try:
+            if request.body_arguments:  # the options form, as JupyterHub's spawn page reads it
+                formdata = {
+                    key: [value.decode("utf8", "replace") for value in values]
+                    for key, values in request.body_arguments.items()
+                }
+                asked = request_from_form(formdata, self.profile_set(), self.user_context())
+            elif request.method == "GET":
+                query = {
+                    key[4:]: [value.decode("utf8", "replace") for value in values]
+                    for key, values in request.query_arguments.items()
+                    if key.startswith("opt-")
+                }
+                asked = request_from_query(query)
+            elif request.body:
+                body = json.loads(request.body)
+                # JupyterHub 6 takes {"user_options": {...}}; both take the flat body.
+                asked = (
+                    body.get("user_options") if isinstance(body, dict) and "user_options" in body else body
+                )
+        except (ValueError, OptionsError):
+            return False
+        return isinstance(asked, Mapping) and asked.get("home") == "reset"
+
+    def _store_user_options(self, options: dict[str, Any]) -> None:
+        """Replace the options JupyterHub keeps for this server (it commits them with its next
+        commit, which follows at once: when it calls ``start``, or in the stop after a refusal)."""
+        self.user_options = options
+        if self.orm_spawner is not None:
+            self.orm_spawner.user_options = options
+
+    async def _close_abandoned_start(self) -> None:
+        """An admitted start that will not run: its reservation is dropped, whatever happens to
+        the task that asks (a cancelled start still closes it)."""
+        self._starting = False
+        self._opened = None
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._end_interval(None))
+
     async def start(self) -> tuple[str, int]:
-        """Resolve, render, and have the backend start the server; return where it listens."""
+        """Resolve, render, and have the backend start the server; return where it listens.
+
+        Every way out other than a running server (a refusal, an error, the start time-out, a
+        cancellation, the hub shutting down) closes the start's usage interval."""
         if self._pending is None:  # the pre-spawn hook was skipped: resolve and admit now
-            self._pending = self.resolve(self.user_options)
-            await self._admit(self._pending)
+            await self._resolve_admit_then_hook()
         options = self._pending
+        assert options is not None
         self._pending = None
         self._options = options
         began = self._spawn_began if self._spawn_began is not None else time.monotonic()
         self._spawn_began = None
+        outcome, reason = "failure", "error"
         try:
-            endpoint = await self._start_backend(options)
+            # JupyterHub 6 cancels a start at start_timeout; JupyterHub 5 only stops waiting.
+            # Either way the backend's start is cancelled then, and cleans up what it made.
+            endpoint = await asyncio.wait_for(self._start_backend(options), timeout=self.start_timeout)
+            outcome = "success"
+        except asyncio.TimeoutError:
+            reason = "timeout"
+            raise _refusal(
+                f"Your server did not start within {self.start_timeout:g} seconds; it was stopped.",
+                reason="timeout",
+                status=503,
+            ) from None
         except web.HTTPError as exc:
             reason = str(getattr(exc, "reason", "") or "error")
-            usage_metrics.SPAWN_FAILURES.labels(reason=reason).inc()
-            usage_metrics.SPAWN_DURATION.labels(profile=options.profile, outcome="failure").observe(
+            raise
+        finally:
+            usage_metrics.SPAWN_DURATION.labels(profile=options.profile, outcome=outcome).observe(
                 time.monotonic() - began
             )
-            raise
-        except Exception:
-            usage_metrics.SPAWN_FAILURES.labels(reason="error").inc()
-            usage_metrics.SPAWN_DURATION.labels(profile=options.profile, outcome="failure").observe(
-                time.monotonic() - began
-            )
-            raise
-        usage_metrics.SPAWN_DURATION.labels(profile=options.profile, outcome="success").observe(
-            time.monotonic() - began
-        )
+            if outcome != "success":
+                usage_metrics.SPAWN_FAILURES.labels(reason=reason).inc()
+                await self._close_abandoned_start()
+        self._starting = False
         if self._opened is not None:
             await self._mark_running(self._opened)
             self._opened = None
@@ -503,51 +581,52 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
             port=port,
         )
         manifests = render_manifests(options, identity, single_user)
-        self._forget_reset()
         return StartRequest(
             identity=identity,
             options=options,
             manifests=manifests,
             single_user=single_user,
             state=dict(self._backend_state),
+            timeout=float(self.start_timeout),
         )
 
-    def _forget_reset(self) -> None:
-        """Drop ``home: reset`` from the stored request once it is acted on.
-
-        JupyterHub keeps the last request and replays it for a start without options (a REST
-        POST with no body, an implicit start): a reset must never happen twice unasked.
-        """
-        current: Any = self.user_options
-        if not isinstance(current, dict) or current.get("home") != "reset":
-            return
-        kept = {key: value for key, value in current.items() if key != "home"}
-        self.user_options = kept
-        orm_spawner = self.orm_spawner
-        if orm_spawner is None:
-            return
-        orm_spawner.user_options = kept
-        mapped = sqlalchemy_inspect(orm_spawner, raiseerr=False)
-        session = getattr(mapped, "session", None)
-        if session is not None:
-            session.commit()  # before the await: JupyterHub commits before it awaits too
-
     async def stop(self, now: bool = False) -> None:
-        """Stop the server and wait until it is gone (nothing to do if it never started), then
-        close its usage interval now (a start that never ran leaves no interval)."""
-        if not self._backend_state:
-            await self._end_interval(time.time())
+        """Stop the server and wait until it is gone, then close its usage interval now.
+
+        When the backend cannot stop it now (an API outage outlasting the retries) and the
+        reconciler runs, the stop is left to the reconciler, which removes every server no hub
+        knows: the server keeps carrying our labels, its interval stays open (it is billed
+        until it is really gone), and the error is logged. Without a reconciler the error is
+        raised."""
+        if not self._backend_state:  # never started (a failed start): only its reservation
+            await self._close_abandoned_start()
             return
         try:
             await self.backend_object().stop(self.identity(), self._backend_state)
         except BackendError as exc:
-            self.log.error("Could not stop %s: %s", self._log_name, exc)
-            raise _refusal(str(exc), reason="backend", status=503) from exc
+            if not current_runtime().reconcilers:
+                self.log.error("Could not stop %s: %s", self._log_name, exc)
+                raise _refusal(str(exc), reason="backend", status=503) from exc
+            self.log.error(
+                "Could not stop %s now (%s); the reconciler removes it once the backend answers, "
+                "and its usage counts until then",
+                self._log_name,
+                exc,
+            )
+            self._interval_id = None  # left open for the reconciler to close when it is gone
+            self._meter = None
+            return
         await self._end_interval(time.time())
 
     async def poll(self) -> int | None:
-        """``None`` while the server runs, else its exit status (0 when never started)."""
+        """``None`` while the server runs, else its exit status (0 when never started).
+
+        A server that never started (a start that failed or was refused after admission) is
+        "stopped" for JupyterHub, which then never calls ``stop``: its reservation is closed
+        here, so a failed start never keeps counting against a quota."""
         if not self._backend_state:
+            if self._interval_id is not None and not self._starting:
+                await self._close_abandoned_start()
             return 0
         try:
             status = await self.backend_object().poll(self.identity(), self._backend_state)
@@ -592,6 +671,9 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
             state["server"] = self._backend_state
         if self._interval_id is not None:
             state["usage_interval"] = self._interval_id
+        if self._granted:
+            # The options last granted: what a refused request leaves stored instead of itself.
+            state["granted_options"] = self._granted
         return state
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -600,6 +682,9 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         self._backend_state = dict(server) if isinstance(server, Mapping) else {}
         interval = state.get("usage_interval")
         self._interval_id = interval if isinstance(interval, int) else None
+        granted = state.get("granted_options")
+        if isinstance(granted, Mapping):
+            self._granted = dict(granted)
         saved = state.get("backend")
         if self._backend_state and saved != self.backend:
             self.log.warning(
@@ -633,6 +718,13 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         if options is not None and options.default_url and images_apply:
             env["JUPYTERHUB_DEFAULT_URL"] = options.default_url
         return env
+
+
+def _as_stored(request: object) -> dict[str, Any]:
+    """What JupyterHub may keep of a request: all of it but a home reset."""
+    if not isinstance(request, Mapping):
+        return {}
+    return {key: value for key, value in request.items() if not (key == "home" and value == "reset")}
 
 
 def _options_applied_by_spawner(spawner: Any, user_options: Any) -> None:
@@ -676,7 +768,7 @@ def configure(
     the whole hub process; pass ``freeze_heap=False`` to leave the collector as it is.
     """
     folder = os.path.abspath(os.fspath(profiles_dir))
-    profiles = _load_profile_set(folder)
+    profiles = current_runtime().profiles(folder)
     load_backend_class(backend)  # an unknown name fails now, listing the installed backends
     c.JupyterHub.spawner_class = EInfraSpawner
     c.EInfraSpawner.profiles_dir = folder
@@ -690,42 +782,50 @@ def configure(
     existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
     c.JupyterHub.extra_handlers = existing + [h for h in HANDLERS if h not in existing]
     with contextlib.suppress(RuntimeError):  # no running loop: a tool, not a starting hub
-        asyncio.get_running_loop().call_soon(_at_hub_start, c, profiles.instance.name)
+        asyncio.get_running_loop().call_soon(_begin_runtime, c)
     if freeze_heap:
         gc.collect()
         gc.freeze()
     return profiles
 
 
-# Hub-start tasks, kept referenced until they end (the event loop keeps only weak references).
-_starting: set[asyncio.Future[Any]] = set()
-
-
-def _at_hub_start(c: Any, instance: str) -> None:
-    """Once the configuration file has run (and the hub's configuration is complete): open the
-    usage ledger and build the backend, and let the backend warm up (``warm_up()``: connect,
-    start its watches), in the background, so the first spawns wait for none of it."""
+def _begin_runtime(c: Any) -> None:
+    """Once the configuration file has run (and the hub's configuration is complete): read the
+    spawner's settings as traitlets resolves them (``c.Spawner``, ``c.EInfraSpawner``, or the
+    operator's subclass) and let the runtime open the ledger, warm the backend up and start the
+    reconciler, in the background."""
     app = Application.instance() if Application.initialized() else None
     config = app.config if app is not None else c
     log = app.log if app is not None else logging.getLogger("JupyterHub")
-    section = config.EInfraSpawner
-    traits = EInfraSpawner.class_traits()
-    url = section.usage_db_url if "usage_db_url" in section else traits["usage_db_url"].default_value
-    open_at_start(str(url), instance, log)
-    name = str(section.backend if "backend" in section else traits["backend"].default_value)
+    spawner_class = getattr(app, "spawner_class", None)
+    if not (isinstance(spawner_class, type) and issubclass(spawner_class, EInfraSpawner)):
+        spawner_class = EInfraSpawner
+    settings = spawner_class(config=config, log=log)
     try:
-        warm_up = getattr(_shared_backend(name, config, log), "warm_up", None)
-        if not callable(warm_up):
-            return
-        task = asyncio.ensure_future(warm_up())
-    except Exception:  # the first spawn builds it again, and reports what fails
-        log.exception("Could not prepare the %s backend at hub start", name)
+        instance = current_runtime().profiles(os.path.abspath(settings.profiles_dir)).instance.name
+    except ProfileError:  # configure() loaded it a moment ago; the spawner reports it at use
         return
-    _starting.add(task)
-    task.add_done_callback(partial(_warmed_up, log, name))
+    if app is not None:
+        hub_view, hub_started = jupyterhub_view(app)
+        interval = settings.reconcile_interval
+    else:  # a tool that configures a hub without running one: nothing to reconcile
+        hub_view, hub_started, interval = _no_hub, _never, 0.0
+    current_runtime().begin(
+        backend_name=settings.backend,
+        config=config,
+        log=log,
+        usage_db_url=settings.usage_db_url,
+        instance=instance,
+        reconcile_interval=interval,
+        reconcile_grace=settings.reconcile_grace,
+        hub_view=hub_view,
+        hub_started=hub_started,
+    )
 
 
-def _warmed_up(log: logging.Logger, name: str, task: asyncio.Future[Any]) -> None:
-    _starting.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("The %s backend could not warm up at hub start", name, exc_info=task.exception())
+async def _no_hub() -> None:
+    return None
+
+
+async def _never() -> None:
+    await asyncio.Event().wait()

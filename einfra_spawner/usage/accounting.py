@@ -9,15 +9,13 @@ sentences with the pure :mod:`.cost` and :mod:`.quota`. Refusals are raised as
 :class:`~.ledger.QuotaExceeded` (or any database error); the spawner turns them into the HTTP
 answers JupyterHub gives the user.
 
-Per process: one :class:`~.ledger.AsyncLedger` per database URL, shared by every spawner, and a
-record of the instances whose abandoned reservations were dropped (once per hub process, as it
-starts or at the first use; again after a sweep that failed).
+Per process: one :class:`~.ledger.AsyncLedger` per database URL, owned by the hub's runtime
+(:mod:`einfra_spawner.runtime`) and shared by every spawner.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import replace
 from functools import partial
@@ -32,46 +30,7 @@ from .quota import describe_quotas, quota_refusal
 if TYPE_CHECKING:
     from ..profiles import ProfileSet
 
-__all__ = ["UsageAccounting", "open_at_start"]
-
-_ledgers: dict[str, AsyncLedger] = {}
-# (ledger URL, instance) pairs whose abandoned reservations this process has dropped (or is
-# dropping: a sweep that fails is tried again at the next use).
-_swept: set[tuple[str, str]] = set()
-#: When this hub process started: every reservation made before is a start a restart cut short.
-_PROCESS_STARTED = time.time()
-
-
-def _shared_ledger(
-    url: str, instance: str, log: logging.Logger
-) -> tuple[AsyncLedger, asyncio.Future[int] | None]:
-    """This process's ledger at ``url``, and the sweep of ``instance``'s abandoned starts if this
-    call began it (it runs on the worker thread before any write queued after it)."""
-    ledger = _ledgers.get(url)
-    if ledger is None:
-        ledger = _ledgers.setdefault(url, AsyncLedger(url))
-    if (url, instance) in _swept:
-        return ledger, None
-    _swept.add((url, instance))
-    sweep = ledger.call(Ledger.drop_reservations, instance, _PROCESS_STARTED)
-    sweep.add_done_callback(partial(_swept_report, log, (url, instance)))
-    return ledger, sweep
-
-
-def _swept_report(log: logging.Logger, key: tuple[str, str], sweep: asyncio.Future[int]) -> None:
-    error = sweep.exception() if not sweep.cancelled() else asyncio.CancelledError()
-    if error is not None:
-        _swept.discard(key)  # tried again at the next use
-        log.error("Usage ledger: could not open the database or drop abandoned starts", exc_info=error)
-    elif sweep.result():
-        log.info("Usage ledger: dropped %d start(s) a hub restart cut short", sweep.result())
-
-
-def open_at_start(url: str, instance: str, log: logging.Logger) -> None:
-    """Open the ledger and sweep ``instance``'s abandoned starts now, in the background (called
-    by :func:`~einfra_spawner.configure` as the hub starts): the first spawn then finds the
-    database open, and a database that cannot be opened is in the log before anyone spawns."""
-    _shared_ledger(url, instance, log)
+__all__ = ["UsageAccounting"]
 
 
 class UsageAccounting:
@@ -95,12 +54,11 @@ class UsageAccounting:
         def user_context(self) -> UserContext: ...
 
     async def ledger(self) -> AsyncLedger:
-        """The ledger at :attr:`usage_db_url`, shared per process; on first use for this
-        instance, starts a crash cut short (never running) are forgotten."""
-        ledger, sweep = _shared_ledger(self.usage_db_url, self.profile_set().instance.name, self.log)
-        if sweep is not None:
-            await sweep
-        return ledger
+        """The ledger at :attr:`usage_db_url`, shared by the hub process (its runtime owns it).
+        Reservations of starts a crash cut short are dropped by the reconciler."""
+        from ..runtime import current_runtime  # the runtime imports the usage package
+
+        return current_runtime().ledger(self.usage_db_url)
 
     async def _spent(self, ledger: AsyncLedger, now: float) -> dict[str, Cost]:
         """The user's cost over the usage window ending ``now``, by currency."""

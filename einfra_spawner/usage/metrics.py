@@ -19,6 +19,7 @@ __all__ = [
     "COST",
     "GPUS_FREE",
     "GPUS_TOTAL",
+    "RECONCILE_ACTIONS",
     "SPAWN_DURATION",
     "SPAWN_FAILURES",
     "CostMeter",
@@ -43,6 +44,12 @@ COST = Counter(
     "einfra_cost",
     "Cost accumulated by running servers, by profile, in the instance's currency",
     ["profile", "currency"],
+)
+
+RECONCILE_ACTIONS = Counter(
+    "einfra_reconcile_actions",
+    "What the reconciler did (remove_orphan, close_interval, mark_running), done or failed",
+    ["action", "outcome"],
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from tornado import web
 from traitlets.config import Config
 
 from einfra_spawner import BackendError, EInfraError, ProfileError, ServerIdentity
+from einfra_spawner import runtime as runtime_module
 from einfra_spawner import spawner as spawner_module
 from einfra_spawner.backend import (
     Endpoint,
@@ -27,7 +29,9 @@ from einfra_spawner.backend import (
     Started,
     StartRequest,
 )
+from einfra_spawner.form import field_name
 from einfra_spawner.models import GpuType
+from einfra_spawner.runtime import HubRuntime, use_runtime
 from einfra_spawner.spawner import EInfraSpawner, configure
 from einfra_spawner.usage import AsyncLedger, Ledger, accounting
 
@@ -83,20 +87,26 @@ class FakeBackend:
 
 
 @pytest.fixture(autouse=True)
-def ledgers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, AsyncLedger]]:
-    """A fresh in-memory usage ledger per test (one worker thread holds its one connection)."""
-    fresh: dict[str, AsyncLedger] = {}
-    monkeypatch.setattr(accounting, "_ledgers", fresh)
-    monkeypatch.setattr(accounting, "_swept", set())
+def runtime() -> Iterator[HubRuntime]:
+    """A fresh hub runtime per test: its own backends and in-memory usage ledgers (one worker
+    thread holds each one's connection)."""
+    fresh = HubRuntime()
+    previous = use_runtime(fresh)
     yield fresh
-    for ledger in fresh.values():
+    use_runtime(previous)
+    for ledger in fresh.ledgers.values():
         ledger.shutdown()
 
 
 @pytest.fixture
-def backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
+def ledgers(runtime: HubRuntime) -> Mapping[str, AsyncLedger]:
+    return runtime.ledgers
+
+
+@pytest.fixture
+def backend(runtime: HubRuntime) -> FakeBackend:
     fake = FakeBackend()
-    monkeypatch.setattr(spawner_module, "_backends", {"fake": fake})
+    runtime.set_backend("fake", fake)
     return fake
 
 
@@ -302,8 +312,11 @@ async def test_a_refused_request_starts_nothing(backend: FakeBackend) -> None:
     with pytest.raises(web.HTTPError) as refused:
         await spawner.run_pre_spawn_hook()
     assert refusal(refused.value) == (400, "gpu: 'a40' is not allowed; allowed: none")
-    with pytest.raises(web.HTTPError):
-        await spawner.start()
+    # Nothing of the refused request is kept: JupyterHub would replay it at a start without body.
+    assert spawner.user_options == {} and spawner.orm_spawner.user_options == {}
+    skipped_hook = make_spawner(user_options={"gpu": "a40"})
+    with pytest.raises(web.HTTPError):  # start() resolves when the hook did not run
+        await skipped_hook.start()
     assert backend.started == []
 
 
@@ -381,13 +394,63 @@ async def test_a_backend_error_reaches_the_user_as_its_message(backend: FakeBack
     assert refusal(failed.value) == (503, backend.fail)
 
 
-async def test_a_reset_is_never_replayed(backend: FakeBackend) -> None:
-    spawner = make_spawner(user_options={"profile": "jupyterlab", "home": "reset", "cpu": 4})
+def handled(spawner: EInfraSpawner, *, body: object = None, form: dict[str, list[str]] | None = None) -> None:
+    """Give ``spawner`` the HTTP request JupyterHub's handler would (``spawner.handler``)."""
+    raw = b"" if body is None else json.dumps(body).encode()
+    spawner.handler = SimpleNamespace(
+        request=SimpleNamespace(
+            method="POST",
+            body=raw,
+            body_arguments={k: [v.encode() for v in vs] for k, vs in (form or {}).items()},
+            query_arguments={},
+        )
+    )
+
+
+async def test_a_reset_acts_only_in_the_request_that_asks_for_it(backend: FakeBackend) -> None:
+    asked = {"profile": "jupyterlab", "home": "reset", "cpu": 4}
+    spawner = make_spawner(user_options=asked)
+    handled(spawner, body=asked)
     await spawner.start()
     assert backend.started[0].options.home is not None
     assert backend.started[0].options.home.reset
+    # Never stored, so never replayed by a start without a body.
     assert spawner.user_options == {"profile": "jupyterlab", "cpu": 4}
     assert spawner.orm_spawner.user_options == {"profile": "jupyterlab", "cpu": 4}
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [None, {}, {"user_options": None}, {"profile": "jupyterlab"}, "not json"],
+    ids=["no body", "empty body", "JupyterHub 6 wrapper without options", "other options", "garbage"],
+)
+async def test_a_stored_reset_is_never_replayed(backend: FakeBackend, request_body: object) -> None:
+    # The stored options still say reset (a hub killed before it stored the cleaned ones, or a
+    # PATCH of the options): a start whose own request does not ask for it keeps the home.
+    stored = {"profile": "jupyterlab", "home": "reset", "cpu": 4}
+    spawner = make_spawner(user_options=stored)
+    if request_body == "not json":
+        spawner.handler = SimpleNamespace(
+            request=SimpleNamespace(method="POST", body=b"{", body_arguments={}, query_arguments={})
+        )
+    elif request_body is not None:
+        handled(spawner, body=request_body)
+    await spawner.start()
+    assert backend.started[0].options.home is not None
+    assert not backend.started[0].options.home.reset
+    assert spawner.orm_spawner.user_options == {"profile": "jupyterlab", "cpu": 4}
+
+
+async def test_a_reset_asked_on_the_form_acts(backend: FakeBackend) -> None:
+    spawner = make_spawner()
+    form = {"profile": ["jupyterlab"], field_name("jupyterlab", "home"): ["reset"]}
+    request = spawner.options_from_form(form)
+    assert request.get("home") == "reset", request  # the form's field name, as the page posts it
+    spawner = make_spawner(user_options=request)
+    handled(spawner, form=form)
+    await spawner.start()
+    assert backend.started[0].options.home is not None
+    assert backend.started[0].options.home.reset
 
 
 async def test_state_round_trips_so_a_restarted_hub_finds_its_server(
@@ -448,16 +511,14 @@ def test_the_backend_is_built_once_per_process(monkeypatch: pytest.MonkeyPatch) 
         built.append(FakeBackend(config=config, log=log))
         return built[-1]
 
-    monkeypatch.setattr(spawner_module, "_backends", {})
-    monkeypatch.setattr(spawner_module, "load_backend_class", lambda name: factory)
+    monkeypatch.setattr(runtime_module, "load_backend_class", lambda name: factory)
     first, second = make_spawner(), make_spawner(server="other")
     assert first.backend_object() is second.backend_object()
     assert len(built) == 1
     assert built[0].config is first.config
 
 
-def test_an_unknown_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(spawner_module, "_backends", {})
+def test_an_unknown_backend_is_a_clear_error() -> None:
     spawner = make_spawner(backend="nonexistent")
     with pytest.raises(web.HTTPError) as failed:
         spawner.backend_object()
@@ -498,34 +559,31 @@ def test_configure_freezes_the_start_up_heap_unless_asked_not_to() -> None:
 
 
 async def test_configure_opens_the_usage_ledger_and_warms_the_backend_as_the_hub_starts(
-    tmp_path: Path, ledgers: dict[str, AsyncLedger], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, runtime: HubRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from einfra_spawner.usage import Ledger
-    from tests.usage.test_ledger import planned
-
-    url = f"sqlite:///{tmp_path / 'usage.sqlite'}"
-    before = Ledger(url)
-    before.open(planned(server="cut-short"))  # a start the last hub process never finished
-    before.dispose()
     warmed: list[FakeBackend] = []
 
     class WarmingBackend(FakeBackend):
         async def warm_up(self) -> None:
             warmed.append(self)
 
-    monkeypatch.setattr(spawner_module, "_backends", {})
-    monkeypatch.setattr(spawner_module, "load_backend_class", lambda name: WarmingBackend)
+    monkeypatch.setattr(runtime_module, "load_backend_class", lambda name: WarmingBackend)
+    url = f"sqlite:///{tmp_path / 'usage.sqlite'}"
     c = Config()
     configure(c, PROFILES / "hub", freeze_heap=False)
-    c.EInfraSpawner.usage_db_url = url  # set later in the same configuration file
+    # Set later in the same configuration file, and on the base class: read as traitlets does.
+    c.Spawner.usage_db_url = url
     c.EInfraSpawner.backend = "warming"
-    assert ledgers == {} and spawner_module._backends == {}  # once the configuration file has run
+    assert runtime.ledgers == {} and runtime.backends == {}  # once the configuration file has run
     await asyncio.sleep(0)
-    assert list(ledgers) == [url]
-    assert await ledgers[url].call(Ledger.intervals, 0.0, 1e12, None, (), False) == []
+    assert list(runtime.ledgers) == [url]
+    assert await runtime.ledgers[url].call(Ledger.intervals, 0.0, 1e12, None, (), False) == []
+    assert (tmp_path / "usage.sqlite").exists()  # opened (and migrated) before any spawn
     (backend,) = warmed
-    assert spawner_module._backends == {"warming": backend}  # the one every spawner will use
+    assert runtime.backends == {"warming": backend}  # the one every spawner will use
     assert backend.config is c
+    await runtime.close()
+    assert runtime.ledgers == {} and runtime.backends == {}
 
 
 def test_configure_stops_at_a_broken_folder(tmp_path: Path) -> None:
@@ -606,19 +664,6 @@ async def test_a_run_is_recorded_from_start_to_stop(
     assert await ledger.call(Ledger.open_intervals, "hub") == []
     closed = await ledger.call(Ledger.get, running.id)
     assert closed is not None and closed.stopped is not None and closed.stopped >= seen.last_seen
-
-
-async def test_a_sweep_that_failed_is_tried_again(tmp_path: Path, backend: FakeBackend) -> None:
-    import sqlalchemy as sa
-
-    folder = tmp_path / "not-yet"
-    spawner = make_spawner(usage_db_url=f"sqlite:///{folder / 'usage.sqlite'}")
-    with pytest.raises(sa.exc.OperationalError):
-        await spawner.ledger()  # the database cannot be opened yet
-    folder.mkdir()
-    ledger = await spawner.ledger()  # swept now
-    assert await ledger.call(Ledger.open_intervals, "hub") == []
-    assert await spawner.ledger() is ledger
 
 
 async def test_the_cost_metric_counts_each_stretch_of_running_once(

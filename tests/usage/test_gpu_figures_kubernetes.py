@@ -4,18 +4,16 @@ server, one with no node at all."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from traitlets.config import Config
 
-from einfra_spawner import spawner as spawner_module
+from einfra_spawner.runtime import HubRuntime, use_runtime
 from einfra_spawner.spawner import EInfraSpawner
 from einfra_spawner.testing import FakeKubernetes, FakeNode
-from einfra_spawner.usage import AsyncLedger, accounting
 
 from ..unit.test_form import RenderedForm
 from ..unit.test_spawner import PROFILES
@@ -38,26 +36,18 @@ NODES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def per_test_ledgers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    ledgers: dict[str, AsyncLedger] = {}
-    monkeypatch.setattr(accounting, "_ledgers", ledgers)
-    monkeypatch.setattr(accounting, "_swept", set())
-    yield
-    for ledger in ledgers.values():
-        ledger.shutdown()
-
-
 @pytest_asyncio.fixture
-async def cluster(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeKubernetes]:
-    """The harness, and the spawner's backend cache emptied before and closed (its watches
-    stopped) before the harness goes away."""
-    backends: dict[str, Any] = {}
-    monkeypatch.setattr(spawner_module, "_backends", backends)
-    async with FakeKubernetes(nodes=NODES) as k8s:
-        yield k8s
-        for backend in backends.values():
-            await backend.close()
+async def cluster() -> AsyncIterator[FakeKubernetes]:
+    """The harness, and a fresh hub runtime (its backend's watches stopped and its ledgers
+    closed before the harness goes away)."""
+    runtime = HubRuntime()
+    previous = use_runtime(runtime)
+    try:
+        async with FakeKubernetes(nodes=NODES) as k8s:
+            yield k8s
+            await runtime.close()
+    finally:
+        use_runtime(previous)
 
 
 def spawner_for(cluster: FakeKubernetes, server: str = "", **user_options: Any) -> EInfraSpawner:

@@ -1,0 +1,248 @@
+"""The hub process's runtime: one owner for what every spawner of a hub process shares.
+
+Where it sits: JupyterHub builds one :class:`~einfra_spawner.spawner.EInfraSpawner` per server;
+what they share (the loaded profile folders, the backend object with its watches and
+connections, the usage ledger with its worker thread, the preparation gate, the background
+tasks: the backend's warm-up and the reconciler) belongs to one :class:`HubRuntime` per process.
+:func:`~einfra_spawner.configure` arranges for :meth:`HubRuntime.begin` to run as the hub
+starts; the runtime closes it all when JupyterHub shuts down (JupyterHub cancels every task of
+its event loop and waits for them: the runtime's keeper task closes the runtime as it ends).
+
+Spawners find the runtime with :func:`current_runtime`; tests install a fresh one with
+:func:`use_runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from .backend import Backend, load_backend_class
+from .profiles import ProfileSet, load_profiles
+from .reconcile import HubServer, HubView, Reconciler
+from .usage.ledger import AsyncLedger
+
+__all__ = ["HubRuntime", "current_runtime", "jupyterhub_view", "use_runtime"]
+
+T = TypeVar("T")
+
+
+class HubRuntime:
+    """What the spawners of one hub process share, built on first use and closed once."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        #: When this hub process started: reservations and servers from before cannot belong
+        #: to a start in flight.
+        self.started = clock()
+        self._profiles: dict[str, ProfileSet] = {}
+        self._backends: dict[str, Backend] = {}
+        self._ledgers: dict[str, AsyncLedger] = {}
+        # An asyncio semaphore is bound to one loop; tests run several loops in one process.
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.reconcilers: list[Reconciler] = []
+
+    # --- shared objects --------------------------------------------------------------------------
+
+    @property
+    def backends(self) -> Mapping[str, Backend]:
+        """The backends built so far, by name."""
+        return MappingProxyType(self._backends)
+
+    @property
+    def ledgers(self) -> Mapping[str, AsyncLedger]:
+        """The usage ledgers opened so far, by URL."""
+        return MappingProxyType(self._ledgers)
+
+    def profiles(self, folder: str) -> ProfileSet:
+        """The instance folder ``folder`` (an absolute path), loaded once."""
+        profiles = self._profiles.get(folder)
+        if profiles is None:
+            profiles = self._profiles[folder] = load_profiles(folder)
+        return profiles
+
+    def backend(self, name: str, config: Any, log: Any) -> Backend:
+        """The backend ``name``, built on first use with ``config`` and shared."""
+        backend = self._backends.get(name)
+        if backend is None:
+            backend = self._backends.setdefault(name, load_backend_class(name)(config=config, log=log))
+        return backend
+
+    def set_backend(self, name: str, backend: Backend) -> None:
+        """Use ``backend`` for ``name`` (tests and benchmarks bring their own)."""
+        self._backends[name] = backend
+
+    def ledger(self, url: str) -> AsyncLedger:
+        """The usage ledger at ``url`` (its worker thread opens the database at the first job)."""
+        ledger = self._ledgers.get(url)
+        if ledger is None:
+            ledger = self._ledgers.setdefault(url, AsyncLedger(url))
+        return ledger
+
+    @contextlib.asynccontextmanager
+    async def preparation_turn(self, width: int) -> AsyncIterator[None]:
+        """A turn at this event loop's preparation gate: at most ``width`` turns begin in one
+        iteration of the loop, first come first served.
+
+        A turn is given back at the next iteration, not when the block ends: the steps it covers
+        do not wait for anything, so a turn given back at once would be taken again at once, and
+        a whole burst would still run in one iteration."""
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:  # an asyncio semaphore is FIFO
+            gate = self._gates[loop] = asyncio.Semaphore(width)
+        await gate.acquire()
+        try:
+            yield
+        finally:
+            loop.call_soon(gate.release)
+
+    # --- background tasks ------------------------------------------------------------------------
+
+    def track(self, work: Coroutine[Any, Any, T], log: logging.Logger, what: str) -> asyncio.Task[T]:
+        """Run ``work`` in the background, referenced until it ends; its failure is logged."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: _log_failure(done, log, what))
+        return task
+
+    def begin(
+        self,
+        *,
+        backend_name: str,
+        config: Any,
+        log: logging.Logger,
+        usage_db_url: str,
+        instance: str,
+        reconcile_interval: float,
+        reconcile_grace: float,
+        hub_view: HubView,
+        hub_started: Callable[[], Awaitable[None]],
+    ) -> None:
+        """The hub is starting (its configuration complete): open the ledger, build the backend
+        and let it warm up, start the reconciler, all in the background, and close everything
+        when the hub shuts down."""
+        ledger = self.ledger(usage_db_url)
+        # Opens (and migrates) the database now, not at the first spawn; a failure is in the log
+        # before anyone spawns.
+        opening = ledger.call(_nothing)
+        opening.add_done_callback(lambda done: _log_failure(done, log, "Opening the usage ledger"))
+        try:
+            backend = self.backend(backend_name, config, log)
+        except Exception:  # the first spawn builds it again, and reports what fails
+            log.exception("Could not prepare the %s backend at hub start", backend_name)
+            return
+        warm_up = getattr(backend, "warm_up", None)
+        if callable(warm_up):
+            self.track(warm_up(), log, f"Warming up the {backend_name} backend")
+        if reconcile_interval > 0:
+
+            async def opened() -> AsyncLedger:
+                return ledger
+
+            reconciler = Reconciler(
+                instance=instance,
+                backend=backend,
+                ledger=opened,
+                hub_view=hub_view,
+                grace=reconcile_grace,
+                process_started=self.started,
+                log=log,
+            )
+            self.reconcilers.append(reconciler)
+            self.track(reconciler.run_forever(reconcile_interval, hub_started), log, "The reconciler")
+        self.track(self._keep(log), log, "Closing the einfra-spawner runtime")
+
+    async def _keep(self, log: logging.Logger) -> None:
+        """Lives as long as the hub's event loop runs; JupyterHub's shutdown cancels it (as every
+        task) and waits for it, which closes the runtime."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            log.info("einfra-spawner: closing the backend connections and the usage ledger")
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop the background tasks, close the backends (watches, connections) and flush and
+        close the ledgers. Servers keep running; a new hub process adopts them."""
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            with contextlib.suppress(Exception):
+                await backend.close()
+        ledgers, self._ledgers = list(self._ledgers.values()), {}
+        for ledger in ledgers:
+            await asyncio.to_thread(ledger.shutdown)  # runs what is queued, then stops the thread
+
+
+def _nothing(ledger: object) -> None:
+    """A job that only makes the ledger's worker open the database."""
+
+
+def _log_failure(done: asyncio.Future[Any], log: logging.Logger, what: str) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("%s failed", what, exc_info=done.exception())
+
+
+_current: HubRuntime | None = None
+
+
+def current_runtime() -> HubRuntime:
+    """This process's runtime (built on first use)."""
+    global _current
+    if _current is None:
+        _current = HubRuntime()
+    return _current
+
+
+def use_runtime(runtime: HubRuntime | None) -> HubRuntime | None:
+    """Make ``runtime`` the process's runtime (``None``: a new one at the next use); returns the
+    one it replaces. For tests and tools that run several hubs in one process."""
+    global _current
+    previous, _current = _current, runtime
+    return previous
+
+
+def jupyterhub_view(
+    app: Any,
+) -> tuple[Callable[[], Awaitable[Sequence[HubServer] | None]], Callable[[], Awaitable[None]]]:
+    """What JupyterHub knows, read in its own process: the servers its database has as running,
+    and the starts, stops and checks in progress; and an awaitable for "the hub has started"
+    (JupyterHub re-checks the servers it had before the reconciler's first pass)."""
+
+    async def view() -> Sequence[HubServer] | None:
+        from jupyterhub import orm  # the hub's own models: only in the hub's process
+
+        db = getattr(app, "db", None)
+        if db is None:
+            return None
+        found: dict[tuple[str, str], HubServer] = {}
+        for spawner in db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None)):
+            key = (spawner.user.name, spawner.name)
+            found[key] = HubServer(user=key[0], server=key[1], running=True, pending=False)
+        for user in list(getattr(app, "users", {}).values()):
+            for name, spawner in list(user.spawners.items()):
+                if spawner.pending:
+                    key = (user.name, name)
+                    found[key] = HubServer(user=user.name, server=name, running=key in found, pending=True)
+        return list(found.values())
+
+    async def started() -> None:
+        future = getattr(app, "_start_future", None)
+        if isinstance(future, asyncio.Future):
+            await asyncio.shield(future)
+
+    return view, started
