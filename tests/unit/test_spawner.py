@@ -55,14 +55,23 @@ class FakeBackend:
         self.capacity_delay = 0.0
         self.capacity_error: Exception | None = None
         self.fail: str | None = None
+        self.stop_fails: str | None = None
+        #: When set, a start waits for it (a pod that takes its time); ``begun`` says it waits.
+        self.release: asyncio.Event | None = None
+        self.begun = asyncio.Event()
 
     async def start(self, request: StartRequest) -> Started:
         if self.fail:
             raise BackendError(self.fail)
+        if self.release is not None:
+            self.begun.set()
+            await self.release.wait()
         self.started.append(request)
         return Started(Endpoint("127.0.0.1", 4242), {"pid": 7, "server": request.identity.server})
 
     async def stop(self, identity: ServerIdentity, state: Mapping[str, Any]) -> None:
+        if self.stop_fails:
+            raise BackendError(self.stop_fails)
         self.stopped.append((identity, dict(state)))
 
     async def poll(self, identity: ServerIdentity, state: Mapping[str, Any]) -> int | None:
@@ -793,3 +802,118 @@ async def test_a_broken_ledger_refuses_starts_with_a_503(backend: FakeBackend) -
     status, message = refusal(refused.value)
     assert status == 503 and message.startswith("The usage database of this hub does not answer")
     assert backend.started == []
+
+
+# --- the life cycle as JupyterHub drives it: every admitted start that does not run closes ---
+
+
+async def hub_stops(spawner: EInfraSpawner) -> None:
+    """What JupyterHub's ``User.stop`` does (also after a failed start): ``stop`` only when
+    ``poll`` says the server runs, then ``clear_state``."""
+    if await spawner.poll() is None:
+        await spawner.stop()
+    spawner.clear_state()
+
+
+async def open_intervals(ledgers: Mapping[str, AsyncLedger]) -> list[Any]:
+    return await ledgers["sqlite://"].call(Ledger.open_intervals, "hub")
+
+
+async def test_failed_starts_release_their_reservations(
+    backend: FakeBackend, ledgers: Mapping[str, AsyncLedger]
+) -> None:
+    # Four starts the backend refuses, each cleaned up as JupyterHub does (poll, no stop): the
+    # quota of 4 GPUs must not count them.
+    backend.fail = "This machine has no NVIDIA A40."
+    for name in ("a", "b", "c", "d"):
+        spawner = make_spawner("gpu", server=name, user_options={"gpu": "a40"})
+        with pytest.raises(web.HTTPError) as failed:
+            await started(spawner)
+        assert refusal(failed.value)[0] == 503
+        await hub_stops(spawner)
+    assert await open_intervals(ledgers) == []
+    backend.fail = None
+    granted = await started(make_spawner("gpu", server="e", user_options={"gpu": "a40", "gpu_count": 2}))
+    (running,) = await open_intervals(ledgers)
+    assert running.server == "e" and running.gpu_count == 2
+    await hub_stops(granted)
+
+
+async def test_a_cancelled_start_releases_its_reservation(
+    backend: FakeBackend, ledgers: Mapping[str, AsyncLedger]
+) -> None:
+    backend.release = asyncio.Event()  # never set: the start waits until cancelled
+    spawner = make_spawner("gpu", user_options={"gpu": "a40"})
+    await spawner.run_pre_spawn_hook()
+    start = asyncio.ensure_future(spawner.start())
+    await backend.begun.wait()
+    assert len(await open_intervals(ledgers)) == 1  # held while starting
+    assert await spawner.poll() == 0  # JupyterHub may look meanwhile: the reservation stays
+    assert len(await open_intervals(ledgers)) == 1
+    start.cancel()  # JupyterHub 6's start timeout, or the hub shutting down
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert await open_intervals(ledgers) == []
+
+
+async def test_a_start_that_outlasts_start_timeout_is_cancelled_and_released(
+    backend: FakeBackend, ledgers: Mapping[str, AsyncLedger]
+) -> None:
+    # JupyterHub 5 stops waiting at start_timeout without cancelling: the spawner cancels.
+    backend.release = asyncio.Event()
+    spawner = make_spawner("gpu", user_options={"gpu": "a40"}, start_timeout=1)
+    with pytest.raises(web.HTTPError) as failed:
+        await started(spawner)
+    assert refusal(failed.value) == (503, "Your server did not start within 1 seconds; it was stopped.")
+    assert backend.begun.is_set() and backend.started == []
+    assert await open_intervals(ledgers) == []
+
+
+async def test_a_refusing_pre_spawn_hook_releases_the_reservation(
+    backend: FakeBackend, ledgers: Mapping[str, AsyncLedger]
+) -> None:
+    def refuse(spawner: Any) -> None:
+        raise web.HTTPError(403, "not today")
+
+    spawner = make_spawner("gpu", user_options={"gpu": "a40"}, pre_spawn_hook=refuse)
+    with pytest.raises(web.HTTPError):
+        await spawner.run_pre_spawn_hook()
+    assert await open_intervals(ledgers) == []
+    assert backend.started == []
+
+
+async def test_a_quota_refusal_keeps_the_last_granted_options(backend: FakeBackend) -> None:
+    first = make_spawner("gpu", server="keep", user_options={"gpu": "a40", "cpu": 4})
+    await started(first)
+    state = first.get_state()
+    await hub_stops(first)
+    # The same server, after a hub restart, asked for more GPUs than the quota of 4 allows while
+    # four others run: the refused request is not what JupyterHub keeps.
+    others = [
+        await started(make_spawner("gpu", server=f"o{i}", user_options={"gpu": "a40", "gpu_count": 2}))
+        for i in range(2)
+    ]
+    asked = {"gpu": "a40", "gpu_count": 2, "home": "reset", "mounts": ["x"] * 100_000}
+    again = make_spawner("gpu", server="keep", user_options=asked)
+    again.load_state(state)
+    with pytest.raises(web.HTTPError) as refused:
+        await again.run_pre_spawn_hook()
+    assert refusal(refused.value)[0] in (400, 403)
+    assert again.orm_spawner.user_options == {"gpu": "a40", "cpu": 4}
+    for other in others:
+        await hub_stops(other)
+
+
+async def test_a_stop_the_backend_cannot_do_now_is_left_to_the_reconciler(
+    backend: FakeBackend, ledgers: Mapping[str, AsyncLedger], runtime: HubRuntime
+) -> None:
+    spawner = await started(make_spawner("gpu", user_options={"gpu": "a40"}))
+    backend.stop_fails = "The cluster does not answer (503)."
+    # Without a reconciler nobody would remove it later: the stop fails, the usage stays open.
+    with pytest.raises(web.HTTPError):
+        await spawner.stop()
+    assert len(await open_intervals(ledgers)) == 1
+    runtime.reconcilers.append(object())  # type: ignore[arg-type]  # "a reconciler runs"
+    await spawner.stop()  # accepted: the reconciler removes what no hub knows
+    (still_open,) = await open_intervals(ledgers)  # billed until it is really gone
+    assert still_open.stopped is None and spawner.get_state().get("usage_interval") is None
