@@ -1,6 +1,7 @@
 """The ``einfra-spawner`` command: check profile folders and show what a request would submit.
 
-``validate`` exits 0 when every path is valid, else 1 with one line per problem. ``render`` prints
+``validate`` exits 0 when every path is valid, else 1 with one line per problem; warnings (what is
+valid but probably not meant) are printed too and do not change the exit status. ``render`` prints
 the manifests for one request (exit 1: broken profiles; exit 2: the request was refused).
 ``schema`` prints the JSON Schema of profile files. ``usage`` prints per-user totals from a
 usage ledger (exit 1: the database cannot be read).
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 import yaml
 
 from .errors import OptionsError, ProfileError
-from .profiles import load_profiles, validate_paths
+from .profiles import check_paths, load_profiles
 from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import UserContext, resolve_options
 from .schema import profile_schema_json
@@ -142,9 +143,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     args = _parser().parse_args(argv)
     if args.command == "validate":
-        problems = validate_paths(args.paths)
+        problems, warnings = check_paths(args.paths)
         for problem in problems:
             print(problem, file=err)
+        for warning in warnings:
+            print(f"warning: {warning}", file=err)
         if not problems:
             print(f"valid: {', '.join(args.paths)}", file=out)
         return 1 if problems else 0

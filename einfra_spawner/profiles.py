@@ -8,6 +8,7 @@ folder in one pass. Loading happens once, at hub start.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ from .models import NO_GPU, Instance, Profile
 __all__ = [
     "INSTANCE_FILE",
     "ProfileSet",
+    "check_paths",
     "load_profiles",
     "parse_profile_set",
     "validate_paths",
@@ -40,6 +42,8 @@ class ProfileSet:
     instance: Instance
     profiles: tuple[Profile, ...]
     source: str = ""
+    #: What is valid but probably not meant; worth telling the operator, not worth refusing.
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
     _by_slug: Mapping[str, Profile] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -199,6 +203,35 @@ def _cross_check(instance: Instance, profiles: list[tuple[str, Profile]], proble
         )
 
 
+def _profile_warnings(name: str, profile: Profile) -> list[Problem]:
+    """A custom pattern that matches the image of a choice limited to groups.
+
+    The resolver refuses that very reference to users outside the groups, but the pattern most
+    likely admits other tags and digests of the same repository too, which it cannot tell apart.
+    """
+    custom = profile.image.custom
+    if custom is None:
+        return []
+    open_to_all = {c.image for c in profile.image.choices if not c.groups}
+    warnings: list[Problem] = []
+    for choice in profile.image.choices:
+        if not choice.groups or choice.image in open_to_all or not custom.matches(choice.image):
+            continue
+        if custom.groups and set(custom.groups) <= set(choice.groups):
+            continue  # whoever may have custom images may have this choice too
+        groups = ", ".join(choice.groups)
+        warnings.append(
+            Problem(
+                name,
+                "image.custom.pattern",
+                f"matches {choice.image!r}, the image of choice {choice.id!r}, open only to groups "
+                f"{groups}; that reference is refused to others, but other tags or digests of it are "
+                "not: narrow the pattern",
+            )
+        )
+    return warnings
+
+
 def parse_profile_set(files: Mapping[str, str], source: str = "") -> ProfileSet:
     """Validate an instance from file texts (``instance.yaml`` and profile files, by file name).
 
@@ -233,7 +266,10 @@ def parse_profile_set(files: Mapping[str, str], source: str = "") -> ProfileSet:
         _cross_check(instance, profiles, problems)
     if problems or instance is None:
         raise ProfileError(problems)
-    return ProfileSet(instance=instance, profiles=tuple(p for _, p in profiles), source=source)
+    warnings = tuple(w for name, profile in profiles for w in _profile_warnings(name, profile))
+    return ProfileSet(
+        instance=instance, profiles=tuple(p for _, p in profiles), source=source, warnings=warnings
+    )
 
 
 def _read_folder(folder: Path) -> dict[str, str]:
@@ -255,47 +291,65 @@ def load_profiles(folder: str | Path) -> ProfileSet:
         files = _read_folder(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError([Problem(str(path), "", f"cannot be read: {exc}")]) from None
+
+    def located(problem: Problem) -> Problem:
+        """The problem with its file as a path, not a bare file name."""
+        if problem.file not in files:
+            return problem
+        return Problem(str(path / problem.file), problem.path, problem.message, problem.value)
+
     try:
-        return parse_profile_set(files, source=str(path))
+        profiles = parse_profile_set(files, source=str(path))
     except ProfileError as exc:
-        raise ProfileError(
-            [
-                Problem(str(path / p.file) if p.file in files else p.file, p.path, p.message, p.value)
-                for p in exc.problems
-            ]
-        ) from None
+        raise ProfileError([located(p) for p in exc.problems]) from None
+    return dataclasses.replace(profiles, warnings=tuple(located(w) for w in profiles.warnings))
 
 
-def _validate_file(path: Path) -> list[Problem]:
+def _check_file(path: Path) -> tuple[list[Problem], list[Problem]]:
     """A lone profile file: checked against the model (and its folder, when that is an instance)."""
     if (path.parent / INSTANCE_FILE).is_file():
-        try:
-            load_profiles(path.parent)
-        except ProfileError as exc:
-            return list(exc.problems)
-        return []
+        in_folder, warnings = _check_folder(path.parent)
+        return in_folder, [w for w in warnings if w.file == str(path)]
     problems: list[Problem] = []
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [Problem(str(path), "", f"cannot be read: {exc}")]
+        return [Problem(str(path), "", f"cannot be read: {exc}")], []
     model: type[BaseModel] = Instance if path.name == INSTANCE_FILE else Profile
-    _validate(str(path), model, _parse_yaml(str(path), text, problems), problems)
-    return problems
+    checked = _validate(str(path), model, _parse_yaml(str(path), text, problems), problems)
+    if isinstance(checked, Profile):
+        return problems, _profile_warnings(str(path), checked)
+    return problems, []
+
+
+def _check_folder(path: Path) -> tuple[list[Problem], list[Problem]]:
+    try:
+        profiles = load_profiles(path)
+    except ProfileError as exc:
+        return list(exc.problems), []
+    return [], list(profiles.warnings)
+
+
+def check_paths(paths: Iterable[str | Path]) -> tuple[list[Problem], list[Problem]]:
+    """(problems, warnings) of the given instance folders or profile files.
+
+    Problems make a folder unusable; warnings point at what is valid but probably not meant.
+    """
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found, warned = _check_folder(path)
+        elif path.is_file():
+            found, warned = _check_file(path)
+        else:
+            found, warned = [Problem(str(path), "", "no such file or folder")], []
+        problems.extend(found)
+        warnings.extend(warned)
+    return problems, warnings
 
 
 def validate_paths(paths: Iterable[str | Path]) -> list[Problem]:
     """Every problem in the given instance folders or profile files (empty when all are valid)."""
-    problems: list[Problem] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            try:
-                load_profiles(path)
-            except ProfileError as exc:
-                problems.extend(exc.problems)
-        elif path.is_file():
-            problems.extend(_validate_file(path))
-        else:
-            problems.append(Problem(str(path), "", "no such file or folder"))
-    return problems
+    return check_paths(paths)[0]

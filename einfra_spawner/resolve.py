@@ -20,6 +20,7 @@ from .models import (
     CpuOption,
     CsiSource,
     GpuChoice,
+    ImageChoice,
     Instance,
     MemoryOption,
     NfsSource,
@@ -233,8 +234,9 @@ class _Resolver:
         for choice in allowed:
             if choice.id == wanted:
                 return choice.image, choice.id
-        custom = option.custom
         names = [c.id for c in allowed]
+        _refuse_gated_image(wanted, option.choices, allowed, names)
+        custom = option.custom
         if custom is not None and self.open(custom.groups):
             if custom.matches(wanted) and _is_image_reference(wanted):
                 return wanted, CUSTOM_IMAGE
@@ -375,6 +377,57 @@ def _source(
     *sources: PvcSource | NfsSource | CsiSource | None,
 ) -> PvcSource | NfsSource | CsiSource:
     return next(s for s in sources if s is not None)
+
+
+def _refuse_gated_image(
+    wanted: str, choices: Sequence[ImageChoice], allowed: Sequence[ImageChoice], names: Sequence[str]
+) -> None:
+    """Refuse the id or the image of a choice that the user's groups do not grant.
+
+    A custom pattern may match a gated choice's reference too; without this check the user would
+    get as a custom image what their groups refuse them as a choice (issue 11). An image that a
+    granted choice offers as well is not restricted. An id is never read as a custom reference.
+    """
+    granted_ids = {c.id for c in allowed}
+    open_images = {_canonical_image(c.image) for c in allowed}
+    wanted_image = _canonical_image(wanted)
+    for choice in choices:
+        if choice.id in granted_ids:
+            continue
+        if choice.id == wanted:
+            reason = f"is restricted: choice {choice.id!r} is not open to your groups"
+        elif _canonical_image(choice.image) == wanted_image and wanted_image not in open_images:
+            reason = f"is restricted: it is the image of choice {choice.id!r}, not open to your groups"
+        else:
+            continue
+        raise OptionsError("image", wanted, names, reason=reason)
+
+
+def _canonical_image(reference: str) -> str:
+    """``reference`` as a container runtime reads it, so that two spellings of one image compare equal.
+
+    The rules of the Docker reference grammar: a first component without ``.`` or ``:`` (and not
+    ``localhost``, and in lower case) is a path on Docker Hub (``docker.io``, once
+    ``index.docker.io``), whose one-component names live under ``library/``; no tag and no digest
+    mean ``:latest``; a digest names the content and the tag beside it is ignored; registry names
+    are host names, so their case does not matter. Not recognised: the same content under another
+    tag or digest, or the same registry by another address (a port, a mirror). Total: any text gives
+    some string.
+    """
+    name, _, digest = reference.partition("@")
+    tag = ""
+    if name.rfind(":") > name.rfind("/"):
+        name, _, tag = name.rpartition(":")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        registry, path = first.lower(), rest
+    else:
+        registry, path = "docker.io", name
+    if registry == "index.docker.io":
+        registry = "docker.io"
+    if registry == "docker.io" and "/" not in path:
+        path = f"library/{path}"
+    return f"{registry}/{path}@{digest}" if digest else f"{registry}/{path}:{tag or 'latest'}"
 
 
 def _is_image_reference(text: str) -> bool:

@@ -72,6 +72,12 @@ def unschedulable_message(message: str, options: ResolvedOptions, capacity: GpuC
     ):
         if capacity is not None and capacity.total == 0:
             return f"This cluster has no {gpu.display_name} right now; choose another GPU type."
+        if capacity is not None and capacity.total < gpu.count:
+            # Waiting cannot help: even a cluster with nothing else running has too few.
+            return (
+                f"This cluster has only {capacity.total} {gpu.display_name} in all; "
+                f"ask for at most {capacity.total}."
+            )
         counts = f" ({capacity.free} of {capacity.total})" if capacity is not None else ""
         many = f"{gpu.count} " if gpu.count > 1 else ""
         verb = "are" if gpu.count > 1 else "is"

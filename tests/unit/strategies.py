@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
 
-from einfra_spawner import REQUEST_KEYS, ProfileSet, UserContext, load_profiles
+from einfra_spawner import REQUEST_KEYS, ProfileSet, UserContext, load_profiles, parse_profile_set
 from einfra_spawner.quantities import format_cpu, format_memory
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
@@ -20,6 +22,58 @@ KNOWN_GROUPS = ("gpu", "meta", "projects", "course-r", "staff")
 def instance(name: str) -> ProfileSet:
     """A reference instance, loaded once per test session."""
     return load_profiles(PROFILES_DIR / name)
+
+
+#: A profile whose custom pattern accepts any reference, so that it also matches the references of
+#: the choices limited to group ``lic`` (issue 11). The ``shared`` image is offered to everyone by
+#: ``shared-open`` and to ``lic`` by ``shared-lic``.
+GATED_PROFILE = textwrap.dedent(
+    """\
+    slug: lab
+    display_name: Lab
+    image:
+      choices:
+        - {id: open, image: "cerit.io/hubs/open:1"}
+        - {id: licensed, image: "cerit.io/hubs/licensed:1", groups: [lic]}
+        - {id: hub-tool, image: "licensed-tool", groups: [lic]}
+        - {id: pinned, image: "cerit.io/hubs/pinned@sha256:%s", groups: [lic]}
+        - {id: shared-open, image: "cerit.io/hubs/shared:1"}
+        - {id: shared-lic, image: "cerit.io/hubs/shared:1", groups: [lic]}
+      custom:
+        pattern: '(?:[A-Za-z0-9.-]+/)?[a-z0-9/._-]+(?::[A-Za-z0-9._-]+)?(?:@sha256:[0-9a-f]{64})?'
+    cpu: [1]
+    memory: [1Gi]
+    """
+    % ("a" * 64)
+)
+
+#: For each choice of ``GATED_PROFILE``: references a container runtime reads as its image.
+SAME_IMAGE = {
+    "open": ("cerit.io/hubs/open:1",),
+    "licensed": ("cerit.io/hubs/licensed:1", "CERIT.IO/hubs/licensed:1", " cerit.io/hubs/licensed:1\n"),
+    "hub-tool": (
+        "licensed-tool",
+        "licensed-tool:latest",
+        "library/licensed-tool",
+        "docker.io/licensed-tool",
+        "docker.io/library/licensed-tool:latest",
+        "index.docker.io/library/licensed-tool",
+    ),
+    "pinned": (
+        f"cerit.io/hubs/pinned@sha256:{'a' * 64}",
+        f"cerit.io/hubs/pinned:1@sha256:{'a' * 64}",
+    ),
+    "shared-open": ("cerit.io/hubs/shared:1",),
+    "shared-lic": ("cerit.io/hubs/shared:1",),
+}
+
+
+@cache
+def gated_instance(admins_bypass_groups: bool = False) -> ProfileSet:
+    """An instance of one profile, ``GATED_PROFILE``."""
+    bypass = "true" if admins_bypass_groups else "false"
+    instance_file = f"name: gated\ndisplay_name: Gated\nadmins_bypass_groups: {bypass}\n"
+    return parse_profile_set({"instance.yaml": instance_file, "lab.yaml": GATED_PROFILE})
 
 
 def _plausible_values(profiles: ProfileSet) -> dict[str, list[Any]]:
@@ -94,9 +148,9 @@ def requests(profiles: ProfileSet) -> st.SearchStrategy[Any]:
     return st.one_of(plausible_mapping, plausible_mapping, odd_keys, junk())
 
 
-def users() -> st.SearchStrategy[UserContext]:
+def users(known_groups: Sequence[str] = KNOWN_GROUPS) -> st.SearchStrategy[UserContext]:
     """Users with any name, any subset of the known groups (plus strangers), admin or not."""
-    groups = st.frozensets(st.one_of(st.sampled_from(KNOWN_GROUPS), st.text(max_size=8)))
+    groups = st.frozensets(st.one_of(st.sampled_from(known_groups), st.text(max_size=8)))
     return st.builds(UserContext, name=st.text(min_size=1, max_size=40), groups=groups, admin=st.booleans())
 
 

@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from einfra_spawner.cli import main
 
-from .strategies import PROFILES_DIR
+from .strategies import GATED_PROFILE, PROFILES_DIR
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -38,6 +39,54 @@ def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:
         "Input should be greater than or equal to 1 (found 0)",
         f"{tmp_path / 'p.yaml'}: memory: Field required",
     ]
+
+
+def test_validate_warns_when_a_custom_pattern_matches_a_gated_image(tmp_path: Path) -> None:
+    (tmp_path / "instance.yaml").write_text("name: x\ndisplay_name: X\n")
+    (tmp_path / "lab.yaml").write_text(GATED_PROFILE)
+    status, out, err = run("validate", str(tmp_path))
+    assert status == 0, err  # a warning, not a failure
+    assert out == f"valid: {tmp_path}\n"
+    warnings = err.splitlines()
+    assert all(
+        line.startswith(f"warning: {tmp_path / 'lab.yaml'}: image.custom.pattern: ") for line in warnings
+    )
+    # The pattern accepts every reference: each gated choice is named with its groups, and only those
+    # (shared-lic's image is open to all through shared-open).
+    assert [line.split("choice ")[1].split(",")[0] for line in warnings] == [
+        "'licensed'",
+        "'hub-tool'",
+        "'pinned'",
+    ]
+    assert (
+        "matches 'cerit.io/hubs/licensed:1', the image of choice 'licensed', open only to groups lic"
+        in (warnings[0])
+    )
+    # A profile file is checked the same way, in its instance folder and alone.
+    status, _, err = run("validate", str(tmp_path / "lab.yaml"))
+    assert status == 0 and err.count("warning: ") == 3
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "lab.yaml").write_text(GATED_PROFILE)
+    status, _, err = run("validate", str(tmp_path / "alone" / "lab.yaml"))
+    assert status == 0 and err.count(f"warning: {tmp_path / 'alone' / 'lab.yaml'}: ") == 3
+
+
+_ANY_REFERENCE = "'(?:[A-Za-z0-9.-]+/)?[a-z0-9/._-]+(?::[A-Za-z0-9._-]+)?(?:@sha256:[0-9a-f]{64})?'"
+
+
+@pytest.mark.parametrize(
+    "custom",
+    [
+        "pattern: 'cerit\\.io/users/[a-z0-9._-]+:[A-Za-z0-9._-]+'",  # spares the gated references
+        f"pattern: {_ANY_REFERENCE}\n    groups: [lic]",  # custom images only for those with the choices
+    ],
+)
+def test_validate_does_not_warn_when_no_gated_image_is_exposed(tmp_path: Path, custom: str) -> None:
+    (tmp_path / "instance.yaml").write_text("name: x\ndisplay_name: X\n")
+    profile = GATED_PROFILE.replace(f"pattern: {_ANY_REFERENCE}", custom)
+    assert profile != GATED_PROFILE
+    (tmp_path / "lab.yaml").write_text(profile)
+    assert run("validate", str(tmp_path)) == (0, f"valid: {tmp_path}\n", "")
 
 
 def test_render_a_gpu_request_as_json() -> None:

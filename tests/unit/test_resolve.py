@@ -13,7 +13,7 @@ from einfra_spawner import OptionsError, ProfileSet, ResolvedOptions, UserContex
 from einfra_spawner.models import NO_GPU
 from einfra_spawner.resolve import CUSTOM_IMAGE, granted
 
-from .strategies import INSTANCES, instance, junk, requests, users
+from .strategies import INSTANCES, KNOWN_GROUPS, SAME_IMAGE, gated_instance, instance, junk, requests, users
 
 HUB = instance("hub")
 NOBODY = UserContext(name="nobody")
@@ -98,6 +98,86 @@ def test_custom_images_must_match_as_a_whole() -> None:
         assert "scipy" in error.allowed
     # Surrounding white space from a text field is not part of the reference.
     assert resolve_options(HUB, NOBODY, {"image": " cerit.io/x:1\n"}).image == "cerit.io/x:1"
+
+
+# --- issue 11: a choice's image behind groups is not a custom image for everyone else ------------
+
+GATED = gated_instance()
+LICENSEE = UserContext(name="lee", groups=frozenset({"lic"}))
+OPEN_TO_ALL = ("open", "shared-open")
+
+
+def test_a_gated_image_is_refused_by_id_and_by_reference() -> None:
+    # The custom pattern accepts "licensed" (docker.io/library/licensed:latest), but the user meant
+    # the choice: an id is never read as a custom reference.
+    by_id = refused(GATED, NOBODY, {"image": "licensed"})
+    assert (by_id.key, by_id.value, by_id.allowed) == ("image", "licensed", OPEN_TO_ALL)
+    assert by_id.reason is not None and by_id.reason.startswith("is restricted")
+    error = refused(GATED, NOBODY, {"image": "cerit.io/hubs/licensed:1"})
+    assert (error.key, error.value, error.allowed) == ("image", "cerit.io/hubs/licensed:1", OPEN_TO_ALL)
+    assert error.reason is not None and error.reason.startswith("is restricted")
+    assert "'licensed'" in error.reason  # the choice it belongs to
+    # The licensee gets the image either way.
+    assert resolve_options(GATED, LICENSEE, {"image": "licensed"}).image == "cerit.io/hubs/licensed:1"
+    by_reference = resolve_options(GATED, LICENSEE, {"image": "cerit.io/hubs/licensed:1"})
+    assert (by_reference.image, by_reference.image_choice) == ("cerit.io/hubs/licensed:1", CUSTOM_IMAGE)
+
+
+@pytest.mark.parametrize(
+    ("choice", "reference"),
+    [
+        (choice, reference)
+        for choice in ("licensed", "hub-tool", "pinned")
+        for reference in SAME_IMAGE[choice]
+    ],
+)
+def test_other_spellings_of_a_gated_image_are_refused(choice: str, reference: str) -> None:
+    """Docker Hub's implicit registry, ``library/`` and ``:latest``; a digest decides over a tag."""
+    error = refused(GATED, NOBODY, {"image": reference})
+    assert error.key == "image" and error.reason is not None
+    assert error.reason.startswith(f"is restricted: it is the image of choice {choice!r}")
+
+
+def test_only_the_gated_reference_itself_is_refused() -> None:
+    # Another tag is another image: the operator's pattern must exclude it (validate warns).
+    assert resolve_options(GATED, NOBODY, {"image": "cerit.io/hubs/licensed:2"}).image_choice == CUSTOM_IMAGE
+    # An image that an open choice offers too is not restricted.
+    shared = resolve_options(GATED, NOBODY, {"image": "cerit.io/hubs/shared:1"})
+    assert (shared.image, shared.image_choice) == ("cerit.io/hubs/shared:1", CUSTOM_IMAGE)
+
+
+def test_admins_get_a_gated_image_only_when_they_bypass_groups() -> None:
+    admin = UserContext(name="root", admin=True)
+    assert refused(GATED, admin, {"image": "cerit.io/hubs/licensed:1"}).key == "image"
+    bypassing = gated_instance(admins_bypass_groups=True)
+    options = resolve_options(bypassing, admin, {"image": "cerit.io/hubs/licensed:1"})
+    assert (options.image, options.image_choice) == ("cerit.io/hubs/licensed:1", CUSTOM_IMAGE)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    users((*KNOWN_GROUPS, "lic")),
+    st.sampled_from(sorted(SAME_IMAGE)),
+    st.booleans(),
+    st.data(),
+)
+def test_no_user_gets_a_gated_image_without_its_groups(
+    user: UserContext, choice_id: str, by_reference: bool, data: st.DataObject
+) -> None:
+    """Asked by id or by any spelling of its reference, a choice's image goes only to users who
+    may choose it, or another choice with the same image."""
+    profile = GATED.profiles[0]
+    wanted = data.draw(st.sampled_from(SAME_IMAGE[choice_id])) if by_reference else choice_id
+    try:
+        options = resolve_options(GATED, user, {"image": wanted})
+    except OptionsError as error:
+        assert error.key == "image"
+        return
+    # An id names its choice, never a custom image (``licensed`` is a Docker Hub reference too).
+    assert by_reference or options.image_choice == choice_id
+    (choice,) = [c for c in profile.image.choices if c.id == choice_id]
+    same_image = [c for c in profile.image.choices if c.image == choice.image]
+    assert any(granted(c.groups, user, GATED.instance) for c in same_image)
 
 
 @pytest.mark.parametrize(
@@ -222,6 +302,9 @@ def assert_only_granted(profiles: ProfileSet, user: UserContext, options: Resolv
     if options.image_choice == CUSTOM_IMAGE:
         assert profile.image.custom is not None and ok(profile.image.custom.groups)
         assert profile.image.custom.matches(options.image)
+        # Not the image of a choice the user may not have, unless a choice they may have offers it.
+        offered = {c.image for c in profile.image.choices if ok(c.groups)}
+        assert options.image not in {c.image for c in profile.image.choices} - offered
     else:
         (choice,) = [c for c in profile.image.choices if c.id == options.image_choice]
         assert ok(choice.groups) and choice.image == options.image
@@ -247,8 +330,8 @@ def assert_only_granted(profiles: ProfileSet, user: UserContext, options: Resolv
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_resolution_is_total_safe_and_deterministic(data: st.DataObject) -> None:
-    profiles = instance(data.draw(st.sampled_from(INSTANCES)))
-    user = data.draw(users())
+    profiles = data.draw(st.sampled_from([*map(instance, INSTANCES), GATED]))
+    user = data.draw(users((*KNOWN_GROUPS, "lic")))
     request = data.draw(requests(profiles))
     try:
         options = resolve_options(profiles, user, request)

@@ -112,6 +112,32 @@ def test_no_free_gpu_is_said_plainly() -> None:
     assert message is not None and message.startswith("The cluster has no room right now for 1 CPUs")
 
 
+def insufficient(resource: str) -> dict[str, Any]:
+    return {
+        "reason": "FailedScheduling",
+        "type": "Warning",
+        "message": f"0/3 nodes are available: 3 Insufficient {resource}.",
+    }
+
+
+def test_more_gpus_than_the_cluster_has_in_all_is_not_a_matter_of_waiting() -> None:
+    two = resolve_options(HUB, GPU_USER, {"gpu": "a40", "gpu_count": 2})
+    for free in (0, 1):  # whether the one A40 is busy or not, 2 will never fit
+        message = failure_from_event(insufficient("nvidia.com/gpu"), two, GpuCapacity("a40", free, 1))
+        assert message == "This cluster has only 1 NVIDIA A40 in all; ask for at most 1."
+    slices = resolve_options(HUB, GPU_USER, {"gpu": "mig-1g.10gb", "gpu_count": 4})
+    message = failure_from_event(
+        insufficient("nvidia.com/mig-1g.10gb"), slices, GpuCapacity("mig-1g.10gb", 3, 3)
+    )
+    assert message == "This cluster has only 3 NVIDIA A100 slice (MIG 1g.10gb) in all; ask for at most 3."
+
+
+def test_enough_gpus_in_all_but_not_free_now_is_a_matter_of_waiting() -> None:
+    two = resolve_options(HUB, GPU_USER, {"gpu": "a40", "gpu_count": 2})
+    message = failure_from_event(insufficient("nvidia.com/gpu"), two, GpuCapacity("a40", 0, 2))
+    assert message == "No 2 NVIDIA A40 are free right now (0 of 2); choose another GPU type or try later."
+
+
 def test_images_crashes_and_secrets() -> None:
     options = resolve_options(HUB, GPU_USER, {"image": "cerit.io/no/such:1"})
     waiting = {
