@@ -132,6 +132,9 @@ class ServerRecord:
     ref: Mapping[str, Any] = field(default_factory=dict)
     #: A few words for the log: ``pod jhub/jupyter-ada-1f2e``, ``process 4242``.
     description: str = ""
+    #: The exact user and server names, where the backend's records hold them (for the log).
+    user: str | None = None
+    server: str | None = None
 
 
 @runtime_checkable

@@ -280,7 +280,9 @@ def _who(interval: Interval) -> str:
 
 def _describe(action: Action) -> str:
     if isinstance(action, RemoveOrphan):
-        owners = _owners(action.intervals) or f"server label {action.record.server_label}"
+        record = action.record
+        named = f"user {record.user!r}, server {record.server!r}" if record.user is not None else ""
+        owners = _owners(action.intervals) or named or f"server label {record.server_label}"
         return f"remove {action.record.description or 'a server'} that no hub knows ({owners})"
     if isinstance(action, CloseInterval):
         if action.interval.last_seen is None:

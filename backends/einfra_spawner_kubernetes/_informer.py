@@ -35,7 +35,16 @@ def object_key(obj: dict[str, Any]) -> str:
     return f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
 
 
-_POD_METADATA = ("name", "namespace", "uid", "labels", "annotations", "resourceVersion", "deletionTimestamp")
+_POD_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "labels",
+    "annotations",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
 
 
 def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:

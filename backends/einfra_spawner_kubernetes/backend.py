@@ -24,16 +24,26 @@ from traitlets import Bool, Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from einfra_spawner import BackendError, ServerIdentity, ServerNames
-from einfra_spawner.backend import Endpoint, GpuCapacity, ProgressEvent, Started, StartRequest
+from einfra_spawner.backend import (
+    BackendBase,
+    Endpoint,
+    GpuCapacity,
+    ProgressEvent,
+    ServerRecord,
+    Started,
+    StartRequest,
+)
 from einfra_spawner.models import GpuType
 from einfra_spawner.names import dns_label
 from einfra_spawner.render import LABEL_SERVER, LABEL_SPEC_HASH, LABEL_USER
 from einfra_spawner.resolve import ResolvedGpu, ResolvedOptions
 
-from ._api import ApiError, KubeApi, RetryPolicy, tls_context
+from ._api import ApiError, Conflict, KubeApi, MaybeCreated, NotFound, RetryPolicy, tls_context
 from ._capacity import gpu_capacity
 from ._explain import failure_from_event, failure_from_pod, pod_is_ready, progress_from_event
 from ._informer import Informer, slim_pod
+from ._inventory import MANAGED_BY as _MANAGED_BY
+from ._inventory import records_from_pods
 from ._pace import Gate
 
 __all__ = ["KubernetesBackend"]
@@ -89,7 +99,7 @@ class _Turn:
 _ADMITTED: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar("einfra_admitted", default=None)
 
 
-class KubernetesBackend(LoggingConfigurable):
+class KubernetesBackend(BackendBase, LoggingConfigurable):
     """Runs each single-user server as a pod; see ``docs/backends/kubernetes.md``."""
 
     supports_images = True
@@ -177,13 +187,23 @@ class KubernetesBackend(LoggingConfigurable):
         """,
     ).tag(config=True)
 
-    request_attempts = Int(
-        6,
-        help="""Attempts per API request on 429, 5xx, time-outs and dropped connections.
+    api_retry_budget = Float(
+        60.0,
+        min=0.0,
+        help="""Seconds an API request is retried through an outage, when no start deadline applies.
 
-        Retries back off exponentially (50 ms doubling, at most 2 s, or the server's
-        Retry-After). Default: 6.
+        Requests that meet 429, 5xx, time-outs or refused and dropped connections are sent
+        again after a jittered, growing wait (from 50-100 ms up to 3 s, or the server's
+        Retry-After), so that an API server restart does not fail the starts and stops in
+        flight. A start retries until its own deadline (the spawner's ``start_timeout``); stops,
+        removals and namespace creation use this budget. Default: 60 seconds.
         """,
+    ).tag(config=True)
+
+    request_attempts = Int(
+        None,
+        allow_none=True,
+        help="""Most requests per API call, on top of the time budget. Default: no cap.""",
     ).tag(config=True)
 
     delete_grace_seconds = Int(
@@ -250,7 +270,9 @@ class KubernetesBackend(LoggingConfigurable):
                     config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
                 self.log.info("Kubernetes API at %s", configuration.host)
                 self._api_client = client.ApiClient(configuration)
-                policy = RetryPolicy(timeout=self.request_timeout, attempts=self.request_attempts)
+                policy = RetryPolicy(
+                    timeout=self.request_timeout, budget=self.api_retry_budget, attempts=self.request_attempts
+                )
                 # Off the event loop: building a TLS context blocks for ~20 ms.
                 tls = await asyncio.to_thread(tls_context, configuration)
                 self._api = KubeApi(
@@ -386,10 +408,15 @@ class KubernetesBackend(LoggingConfigurable):
         finally:
             submitted()
 
+    def _deadline(self, seconds: float | None = None) -> float:
+        """The monotonic instant until which API calls of one operation are retried."""
+        return time.monotonic() + (self.api_retry_budget if seconds is None else seconds)
+
     async def _start(
         self, request: StartRequest, progress: _Progress, submitted: Callable[[], None]
     ) -> Started:
         api = await self._client()
+        deadline = self._deadline(request.timeout)
         pod = request.manifests.pod
         namespace = pod["metadata"]["namespace"]
         name = pod["metadata"]["name"]
@@ -402,7 +429,7 @@ class KubernetesBackend(LoggingConfigurable):
                 # Every server of a user shares the namespace: create it once per hub process
                 # (after a restart a first create meets a 409, which is fine).
                 if namespace not in self._namespaces_made:
-                    await self._ensure_namespace(api, namespace)
+                    await self._ensure_namespace(api, namespace, deadline)
                     self._namespaces_made.add(namespace)
                 state["namespace_ready"] = True
             pods = await self._informer("pods", self._scope())
@@ -410,39 +437,32 @@ class KubernetesBackend(LoggingConfigurable):
             home = request.manifests.home
             if request.options.home is not None and request.options.home.reset and home is not None:
                 progress.add(ProgressEvent("Emptying your home, as you asked", 5))
-                await self._ensure_gone(api, pods, namespace, name)
-                await self._reset_home(api, namespace, home, request.manifests.names)
+                await self._ensure_gone(api, pods, namespace, name, deadline)
+                await self._reset_home(api, namespace, home, request.manifests.names, deadline)
                 state["home_ready"] = False
             if home is not None and not state.get("home_ready"):
                 progress.add(ProgressEvent("Preparing your home volume", 10))
-                try:
-                    await api.create("persistentvolumeclaims", namespace, home)
-                except ApiError as error:
-                    if error.status != 409:
-                        raise
+                with contextlib.suppress(Conflict):  # the home of an earlier start is kept
+                    await api.create("persistentvolumeclaims", namespace, home, deadline=deadline)
                 state["home_ready"] = True
             state["home"] = home["metadata"]["name"] if home is not None else None
-            running = await self._create_and_wait(api, pods, events, request, progress, submitted)
+            running = await self._create_and_wait(api, pods, events, request, progress, submitted, deadline)
+            progress.add(ProgressEvent("Your server is ready", 100))
         except ApiError as error:
             raise BackendError(f"The cluster refused to start your server: {error}") from error
         finally:
             progress.finish()
         state["uid"] = running["metadata"].get("uid")
-        port = request.single_user.port
-        progress.add(ProgressEvent("Your server is ready", 100))
-        return Started(Endpoint(running["status"]["podIP"], port), state)
+        return Started(Endpoint(running["status"]["podIP"], request.single_user.port), state)
 
-    async def _ensure_namespace(self, api: KubeApi, namespace: str) -> None:
+    async def _ensure_namespace(self, api: KubeApi, namespace: str, deadline: float) -> None:
         body = {
             "apiVersion": "v1",
             "kind": "Namespace",
             "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "einfra-spawner"}},
         }
-        try:
-            await api.create_namespace(body)
-        except ApiError as error:
-            if error.status != 409:
-                raise
+        with contextlib.suppress(Conflict):  # made by an earlier hub process
+            await api.create_namespace(body, deadline=deadline)
 
     async def _create_and_wait(
         self,
@@ -452,6 +472,7 @@ class KubernetesBackend(LoggingConfigurable):
         request: StartRequest,
         progress: _Progress,
         submitted: Callable[[], None],
+        deadline: float,
     ) -> dict[str, Any]:
         manifest = request.manifests.pod
         namespace = manifest["metadata"]["namespace"]
@@ -464,12 +485,21 @@ class KubernetesBackend(LoggingConfigurable):
         try:
             for _ in range(3):
                 try:
-                    created = await api.create("pods", namespace, manifest)
-                except ApiError as error:
-                    if error.status != 409:
-                        raise
-                    existing = pods.cache.get(key) or await api.get("pods", namespace, name)
+                    created = await api.create("pods", namespace, manifest, deadline=deadline)
+                except MaybeCreated:
+                    # The API never said whether the pod was made: make sure it was not.
+                    await asyncio.shield(self._remove_quietly(api, pods, namespace, name))
+                    raise
+                except Conflict:
+                    existing = pods.cache.get(key)
+                    if existing is None:  # not ours (not in our watch), or not seen yet
+                        existing = await api.get("pods", namespace, name, deadline=deadline)
                     labels = (existing.get("metadata") or {}).get("labels") or {}
+                    if not _is_servers_pod(labels, request):
+                        raise BackendError(
+                            f"A pod named {name} exists in namespace {namespace} and is not this hub's; "
+                            "nothing was changed. Please ask an operator to remove it."
+                        ) from None
                     if labels.get(LABEL_SPEC_HASH) == request.manifests.spec_hash and not existing[
                         "metadata"
                     ].get("deletionTimestamp"):
@@ -478,7 +508,7 @@ class KubernetesBackend(LoggingConfigurable):
                     else:
                         self.log.info("deleting stale pod %s before starting again", key)
                         progress.add(ProgressEvent("Removing an old copy of your server", 15))
-                        await self._ensure_gone(api, pods, namespace, name)
+                        await self._ensure_gone(api, pods, namespace, name, deadline)
                         continue
                 progress.add(ProgressEvent("Your server was submitted to the cluster", 20))
                 watcher.watch_uid(
@@ -503,12 +533,17 @@ class KubernetesBackend(LoggingConfigurable):
                 stop_listening()
 
     async def _remove_quietly(self, api: KubeApi, pods: Informer, namespace: str, name: str) -> None:
+        """Remove the pod of a start that will not run; if the API does not answer, the
+        reconciler removes it later (no hub knows it)."""
         try:
-            await api.delete("pods", namespace, name, grace=0)
+            await api.delete("pods", namespace, name, grace=0, deadline=self._deadline())
+        except NotFound:
+            pass
         except ApiError as error:
-            if error.status != 404:
-                self.log.warning("could not remove failed pod %s/%s: %s", namespace, name, error)
-                return
+            self.log.warning(
+                "could not remove failed pod %s/%s (%s); the reconciler will", namespace, name, error
+            )
+            return
         with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
             await asyncio.wait_for(self._gone(pods, f"{namespace}/{name}"), self.stop_timeout)
 
@@ -528,49 +563,41 @@ class KubernetesBackend(LoggingConfigurable):
         finally:
             unsubscribe()
 
-    async def _ensure_gone(self, api: KubeApi, pods: Informer, namespace: str, name: str) -> None:
+    async def _ensure_gone(
+        self, api: KubeApi, pods: Informer, namespace: str, name: str, deadline: float
+    ) -> None:
         key = f"{namespace}/{name}"
         if key not in pods.cache:
             return
-        try:
-            await api.delete("pods", namespace, name, grace=self.delete_grace_seconds)
-        except ApiError as error:
-            if error.status != 404:
-                raise
+        with contextlib.suppress(NotFound):
+            await api.delete("pods", namespace, name, grace=self.delete_grace_seconds, deadline=deadline)
         await asyncio.wait_for(self._gone(pods, key), self.stop_timeout)
 
     async def _reset_home(
-        self, api: KubeApi, namespace: str, home: dict[str, Any], names: ServerNames
+        self, api: KubeApi, namespace: str, home: dict[str, Any], names: ServerNames, deadline: float
     ) -> None:
         """Delete this server's home PVC — only one whose labels name this user and server."""
         claim = home["metadata"]["name"]
         try:
-            existing = await api.get("persistentvolumeclaims", namespace, claim)
-        except ApiError as error:
-            if error.status == 404:
-                return
-            raise
+            existing = await api.get("persistentvolumeclaims", namespace, claim, deadline=deadline)
+        except NotFound:
+            return
         labels = (existing.get("metadata") or {}).get("labels") or {}
         if labels.get(LABEL_USER) != names.user_label or labels.get(LABEL_SERVER) != names.server_label:
             raise BackendError(
                 f"Your home cannot be reset: the volume {claim!r} is not labelled as this server's home. "
                 "Nothing was deleted; please contact the operators."
             )
-        try:
-            await api.delete("persistentvolumeclaims", namespace, claim)
-        except ApiError as error:
-            if error.status != 404:
-                raise
+        with contextlib.suppress(NotFound):
+            await api.delete("persistentvolumeclaims", namespace, claim, deadline=deadline)
         # The claim lingers until its volume is released; a rare path, so a bounded re-read is fine.
-        deadline = time.monotonic() + self.stop_timeout
+        released = time.monotonic() + self.stop_timeout
         delay = 0.05
-        while time.monotonic() < deadline:
+        while time.monotonic() < released:
             try:
-                await api.get("persistentvolumeclaims", namespace, claim)
-            except ApiError as error:
-                if error.status == 404:
-                    return
-                raise
+                await api.get("persistentvolumeclaims", namespace, claim, deadline=deadline)
+            except NotFound:
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         raise BackendError("Your old home is still being released; please try again in a minute.")
@@ -583,10 +610,13 @@ class KubernetesBackend(LoggingConfigurable):
         pods = await self._informer("pods", self._scope())
         try:
             async with self._gate.held():
-                await api.delete("pods", namespace, name, grace=self.delete_grace_seconds)
+                await api.delete(
+                    "pods", namespace, name, grace=self.delete_grace_seconds, deadline=self._deadline()
+                )
+        except NotFound:
+            pass
         except ApiError as error:
-            if error.status != 404:
-                raise BackendError(f"The cluster refused to stop your server: {error}") from error
+            raise BackendError(f"The cluster refused to stop your server: {error}") from error
         try:
             await asyncio.wait_for(self._gone(pods, f"{namespace}/{name}"), self.stop_timeout)
         except (asyncio.TimeoutError, TimeoutError):
@@ -622,6 +652,44 @@ class KubernetesBackend(LoggingConfigurable):
             return
         async for event in current.stream():
             yield event
+
+    # --- the reconciler's view ---------------------------------------------------------------------
+
+    async def inventory(self, instance: str) -> list[ServerRecord] | None:
+        """The pods of ``instance`` in the shared pod cache (no API read); ``None`` until the
+        pod watch has synced."""
+        try:
+            pods = await asyncio.wait_for(self._informer("pods", self._scope()), self.request_timeout)
+        except Exception:  # not synced (the API is away): the reconciler waits for a later pass
+            return None
+        return records_from_pods(pods.cache.values(), instance)
+
+    async def remove(self, record: ServerRecord) -> None:
+        """Delete an orphaned pod and wait until it is gone; a pod of the same name with another
+        uid (a new start of that server) is not the orphan, and is left alone."""
+        namespace, name, uid = (str(record.ref.get(key) or "") for key in ("namespace", "pod", "uid"))
+        if not namespace or not name:
+            raise BackendError(f"cannot remove {record.description}: it names no pod")
+        api = await self._client()
+        pods = await self._informer("pods", self._scope())
+        key = f"{namespace}/{name}"
+        current = pods.cache.get(key)
+        if current is None or (uid and current["metadata"].get("uid") != uid):
+            return
+        try:
+            async with self._gate.held():
+                await api.delete(
+                    "pods", namespace, name, grace=self.delete_grace_seconds, deadline=self._deadline()
+                )
+        except NotFound:
+            pass
+        except ApiError as error:
+            raise BackendError(f"The cluster refused to remove {key}: {error}") from error
+        try:
+            await asyncio.wait_for(self._gone(pods, key), self.stop_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            message = f"{key} was deleted but is still there after {self.stop_timeout:g} s."
+            raise BackendError(message) from None
 
     # --- capacity ---------------------------------------------------------------------------------
 
@@ -664,6 +732,15 @@ class KubernetesBackend(LoggingConfigurable):
             await self._api_client.close()
             self._api_client = None
             self._api = None
+
+
+def _is_servers_pod(labels: Mapping[str, str], request: StartRequest) -> bool:
+    """Whether a pod with these labels is one of this hub instance's, for this very server."""
+    return (
+        labels.get(_MANAGED_BY[0]) == _MANAGED_BY[1]
+        and labels.get("app.kubernetes.io/instance") == request.options.instance
+        and labels.get(LABEL_SERVER) == request.manifests.names.server_label
+    )
 
 
 class _StartWatcher:
