@@ -802,9 +802,12 @@ def _begin_runtime(c: Any) -> None:
         spawner_class = EInfraSpawner
     settings = spawner_class(config=config, log=log)
     try:
-        instance = current_runtime().profiles(os.path.abspath(settings.profiles_dir)).instance.name
+        profiles = current_runtime().profiles(os.path.abspath(settings.profiles_dir))
     except ProfileError:  # configure() loaded it a moment ago; the spawner reports it at use
         return
+    for warning in profiles.warnings:
+        log.warning("Profile files: %s", warning)
+    instance = profiles.instance.name
     if app is not None:
         hub_view, hub_started = jupyterhub_view(app)
         interval = settings.reconcile_interval

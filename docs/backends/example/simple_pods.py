@@ -12,12 +12,14 @@ from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from einfra_spawner import BackendError, ServerIdentity
-from einfra_spawner.backend import Endpoint, GpuCapacity, ProgressEvent, Started, StartRequest
+from einfra_spawner.backend import BackendBase, Endpoint, GpuCapacity, ProgressEvent, Started, StartRequest
 from einfra_spawner.models import GpuType
 
 
-class SimplePodsBackend(LoggingConfigurable):
-    """Runs each server as one pod, polling its phase (a real backend would watch)."""
+class SimplePodsBackend(BackendBase, LoggingConfigurable):
+    """Runs each server as one pod, polling its phase (a real backend would watch).
+
+    It keeps no inventory (``BackendBase``'s default), so the reconciler leaves its pods alone."""
 
     listen_ip = "0.0.0.0"  # noqa: S104  - a pod listens on its own network namespace
 
@@ -86,6 +88,3 @@ class SimplePodsBackend(LoggingConfigurable):
 
     async def gpu_capacity(self, gpu_types: Mapping[str, GpuType]) -> dict[str, GpuCapacity]:
         return {}  # unknown: the form then shows no figures
-
-    async def close(self) -> None:
-        pass
