@@ -18,9 +18,10 @@ The rules, for one server (matched by its server label, which is unique per user
   removed once it is older than the grace period, or at once when it was created before this
   hub process started or its interval says it ran (neither can be a start still on its way);
   its interval is then closed at the moment it was removed, so billing covers the time it ran;
-* an open interval whose server the backend does not run is **closed** where the server was
-  last seen running, or dropped if it never ran (a reservation, once no start can still be
-  using it);
+* an open interval whose server the backend does not run, and JupyterHub does not have either,
+  is **closed** where the server was last seen running, or dropped if it never ran (a
+  reservation, once no start can still be using it); a server JupyterHub has is left to its
+  polling;
 * a reservation whose server runs and JupyterHub has as running is **marked running** from the
   moment the backend created it (the write was lost, e.g. to a crash).
 """
@@ -158,8 +159,11 @@ def plan_actions(snapshot: Snapshot) -> list[Action]:
         if label in in_backend:
             continue
         known = hub.get(label)
-        if known is not None and known.pending:
-            continue  # a start or stop in progress settles its own interval
+        if known is not None and (known.running or known.pending):
+            # JupyterHub's own polling settles the servers it has (a backend that lists no
+            # record for one, e.g. started before it kept records, is not proof that it is
+            # gone), and a start or stop in progress settles its own interval.
+            continue
         for interval in intervals:
             if interval.last_seen is None and _may_be_in_flight(interval.started, snapshot):
                 continue  # admitted a moment ago: its start may not have reached the backend yet

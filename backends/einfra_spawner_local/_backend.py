@@ -10,6 +10,11 @@ The state identifies a server by pid, start time and boot id, plus a marker vari
 by all of its processes (:mod:`._procfs`): a stop ends the server, its process group and its
 kernels (which live in sessions of their own), and never signals a process that is not provably
 the server's.
+
+JupyterHub saves that state only once ``start`` returns; the backend's own records
+(:mod:`._recordfiles`), written as soon as a process exists, are what a hub restarted after dying
+in the middle of a start has: ``inventory`` reports the servers they name that still run, and a
+new start of the same server ends the earlier process first.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
+import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import suppress
 from datetime import datetime, timezone
@@ -28,7 +35,15 @@ from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from einfra_spawner import BackendError, ResolvedGpu, ServerIdentity, ServerNames
-from einfra_spawner.backend import Endpoint, GpuCapacity, ProgressEvent, Started, StartRequest
+from einfra_spawner.backend import (
+    BackendBase,
+    Endpoint,
+    GpuCapacity,
+    ProgressEvent,
+    ServerRecord,
+    Started,
+    StartRequest,
+)
 from einfra_spawner.models import GpuType
 
 from ._home import home_folder, log_file, open_log, prepare_home
@@ -51,8 +66,9 @@ from ._lifecycle import (
     listener_is_ours,
     terminate,
 )
-from ._procfs import boot_id, is_running, read_stat
+from ._procfs import boot_id, find_members, is_running, read_stat
 from ._progress import StartProgress
+from ._recordfiles import LaunchRecord, RecordFiles, trusted_ref
 from ._records import Account, ServerRef, Tracked, lookup_account, server_state
 
 __all__ = ["LocalBackend"]
@@ -67,7 +83,7 @@ def _absolute(text: str) -> Path:
     return path if path.is_absolute() else Path.cwd() / path
 
 
-class LocalBackend(LoggingConfigurable):
+class LocalBackend(LoggingConfigurable, BackendBase):
     """Runs each single-user server as a local process, with a home folder per server.
 
     Configured as ``c.LocalBackend.<trait>`` in ``jupyterhub_config.py``.
@@ -98,6 +114,20 @@ class LocalBackend(LoggingConfigurable):
         The previous run's log is kept as ``.log.1``; the last lines are shown to the user when a
         server fails to start. Keep it out of users' reach (the hub opens these files). Default:
         empty, meaning ``<home_root>/logs``.
+        """,
+    ).tag(config=True)
+
+    record_root = Unicode(
+        "",
+        help="""Folder (a path) for the backend's records of the servers it launched: one
+        ``<server name>.json`` per server.
+
+        A record is written as soon as a server's process exists and removed once the server is
+        gone; a hub restarted after dying in the middle of a start finds the server through it
+        (JupyterHub saved no state for it), reports it to the reconciler and ends it before that
+        server is started again. A process is acted on only when ``/proc`` shows it is the one
+        recorded. The folder is created ``0700``; give each hub its own (as its own
+        ``home_root``). Default: empty, meaning ``<home_root>/records``.
         """,
     ).tag(config=True)
 
@@ -175,6 +205,9 @@ class LocalBackend(LoggingConfigurable):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._boot_id = boot_id()
         self._warned_root = False
+        # One lock for every write of the records folder (see RecordFiles.discard).
+        self._record_lock = threading.Lock()
+        self._warned_unreadable: set[str] = set()
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -190,6 +223,28 @@ class LocalBackend(LoggingConfigurable):
 
     def _log_root(self) -> Path:
         return _absolute(self.log_root) if self.log_root else self._home_root() / "logs"
+
+    def _records(self) -> RecordFiles:
+        folder = _absolute(self.record_root) if self.record_root else self._home_root() / "records"
+        return RecordFiles(folder, self._record_lock)
+
+    async def _discard_record(self, key: str, refs: list[ServerRef]) -> None:
+        """Remove the record of ``key`` if it names one of these processes' starts (they are
+        gone). Never fails the caller: a record left behind is dropped by the next inventory."""
+        try:
+            await asyncio.to_thread(self._records().discard, key, {ref.marker for ref in refs})
+        except OSError as error:
+            self.log.warning("Could not remove the record of local server %s: %s", key, error)
+
+    async def _recorded(self, key: str) -> ServerRef | None:
+        """The process the record of ``key`` names, as far as ``/proc`` proves it is the
+        server's (:func:`trusted_ref`); ``None``: no record, or one from another boot."""
+
+        try:
+            return await asyncio.to_thread(self._records().read_trusted, key, self._boot_id)
+        except OSError as error:
+            self.log.warning("Could not read the record of local server %s: %s", key, error)
+            return None
 
     def _gpus_held(self, *, besides: str | None = None) -> dict[str, int]:
         held: dict[str, int] = {}
@@ -229,16 +284,15 @@ class LocalBackend(LoggingConfigurable):
                     load[cpu] = load.get(cpu, 0) + 1
         return choose_cpus(sorted(os.sched_getaffinity(0)), cores_for(cpu_limit), load)
 
-    def _refs(self, key: str, state: Mapping[str, Any]) -> list[ServerRef]:
-        """The processes a server may have on this boot: the one this object knows, and the one
-        the state names (they differ only when the state is older than our last start)."""
-        refs = []
+    def _refs(self, key: str, state: Mapping[str, Any], recorded: ServerRef | None = None) -> list[ServerRef]:
+        """The processes a server may have on this boot: the one this object knows, the one the
+        state names (they differ only when the state is older than our last start), and the one
+        the backend's record names (the only one left when a hub died while starting it)."""
+        refs: list[ServerRef] = []
         tracked = self._servers.get(key)
-        if tracked is not None:
-            refs.append(tracked.ref)
-        from_state = ServerRef.from_state(state)
-        if from_state is not None and not any(from_state.same_process(r) for r in refs):
-            refs.append(from_state)
+        for ref in (tracked.ref if tracked else None, ServerRef.from_state(state), recorded):
+            if ref is not None and not any(ref.same_process(r) for r in refs):
+                refs.append(ref)
         return [ref for ref in refs if ref.boot_id == self._boot_id]
 
     def _forget(self, key: str, ref: ServerRef) -> None:
@@ -314,8 +368,11 @@ class LocalBackend(LoggingConfigurable):
             tracked, log_path = await self._launch(request, names, prepared.path, account, gpu, progress)
         finally:
             self._reserved.pop(key, None)
-        progress.emit("Waiting for the server to answer", 60)
         try:
+            # Before the wait: a hub that dies from here on leaves a process that only this
+            # record names (JupyterHub saves the state once start returns).
+            await self._write_record(request, names, tracked.ref, home=prepared.path, log=log_path)
+            progress.emit("Waiting for the server to answer", 60)
             await self._wait_ready(tracked, request, log_path, progress)
         except BaseException:
             await self._abandon(key, tracked)
@@ -401,6 +458,30 @@ class LocalBackend(LoggingConfigurable):
         self.log.info("Started local server %s: pid %d, port %d, %s", key, ref.pid, port, argv)
         return tracked, log_path
 
+    async def _write_record(
+        self, request: StartRequest, names: ServerNames, ref: ServerRef, *, home: Path, log: Path
+    ) -> None:
+        record = LaunchRecord(
+            server=names.pod,
+            instance=request.options.instance,
+            user_label=names.user_label,
+            server_label=names.server_label,
+            created=time.time(),
+            ref=ref,
+            home=home,
+            log=log,
+        )
+        records = self._records()
+        try:
+            await asyncio.to_thread(records.write, record)
+        except OSError as error:
+            # Without its record, a server whose hub dies now could run twice: do not start it.
+            self.log.error("Could not write the record of local server %s: %s", names.pod, error)
+            raise BackendError(
+                f"Your server could not be recorded in {records.folder} ({error.strerror or error}); "
+                "please tell the hub's operators."
+            ) from None
+
     async def _wait_ready(
         self, tracked: Tracked, request: StartRequest, log_path: Path, progress: StartProgress
     ) -> None:
@@ -444,13 +525,17 @@ class LocalBackend(LoggingConfigurable):
         """End a server whose start failed or was cancelled: nothing may be left running."""
         try:
             await self._terminate(tracked.ref, quick=True)
+            await self._discard_record(key, [tracked.ref])
             if tracked.process is not None:
                 # Collect the exit status too: it closes the process's transport in the loop.
                 with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(tracked.process.wait(), timeout=_REAP_WAIT)
         except asyncio.CancelledError:
-            # Cancelled again while cleaning up: no time left to ask politely.
+            # Cancelled again while cleaning up: no time left to ask politely (nor to leave the
+            # record to a worker thread).
             kill_now(tracked.ref)
+            with suppress(OSError):
+                self._records().discard(key, {tracked.ref.marker})
             raise
         finally:
             if self._servers.get(key) is tracked:
@@ -458,11 +543,25 @@ class LocalBackend(LoggingConfigurable):
 
     async def _end_earlier(self, key: str, state: Mapping[str, Any]) -> None:
         """Before a start (and before any reset): make sure no earlier process of this server, nor
-        a kernel it left behind, still runs and writes into the home."""
-        for ref in self._refs(key, state):
-            if await self._terminate(ref):
+        a kernel it left behind, still runs and writes into the home, whether the state, this
+        object or only the backend's record knows it."""
+        from_state = ServerRef.from_state(state)
+        refs = self._refs(key, state, await self._recorded(key))
+        for ref in refs:
+            if not await self._terminate(ref):
+                continue
+            if from_state is not None and from_state.same_process(ref):
                 self.log.warning("Stopped a leftover process (pid %d) of %s", ref.pid, key)
+            else:
+                self.log.warning(
+                    "Stopped process %s of %s (marker %s) before starting it again: JupyterHub's "
+                    "state did not name it (an earlier start, e.g. by a hub that died while starting it)",
+                    ref.pid or "(other than the recorded one)",
+                    key,
+                    ref.marker,
+                )
         self._servers.pop(key, None)
+        await self._discard_record(key, refs)
 
     # -- stop and poll -------------------------------------------------------------------------
 
@@ -475,8 +574,10 @@ class LocalBackend(LoggingConfigurable):
             self._aborted.add(key)
             starting.cancel()
             await asyncio.wait({starting})
-        for ref in self._refs(key, state):
+        refs = self._refs(key, state, await self._recorded(key))
+        for ref in refs:
             await self._terminate(ref)
+        await self._discard_record(key, refs)
         tracked = self._servers.get(key)
         if tracked is None:
             return
@@ -497,13 +598,20 @@ class LocalBackend(LoggingConfigurable):
         ref = ServerRef.from_state(state)
         if tracked is not None and (ref is None or ref.same_process(tracked.ref)):
             if tracked.process is not None:
-                return await self._child_status(tracked.process, tracked.ref)
+                status = await self._child_status(tracked.process, tracked.ref)
+                if status is not None:
+                    await self._discard_record(key, [tracked.ref])
+                return status
             ref = tracked.ref
-        if ref is None or ref.boot_id != self._boot_id:
+        if ref is None:
+            return 0
+        if ref.boot_id != self._boot_id:
+            await self._discard_record(key, [ref])
             return 0
         # Not our child (the hub restarted since): /proc is all there is.
         if not await asyncio.to_thread(is_running, ref.pid, ref.start_time):
             self._forget(key, ref)
+            await self._discard_record(key, [ref])
             return 0
         if await asyncio.to_thread(listener_is_ours, ref) is False:
             # Ours and alive, but no longer serving: shutting down or wedged. Calling it gone
@@ -516,6 +624,7 @@ class LocalBackend(LoggingConfigurable):
             )
             await self._terminate(ref)
             self._forget(key, ref)
+            await self._discard_record(key, [ref])
             return 0
         if key not in self._servers:
             # Adopted: its GPUs and CPUs count from now on.
@@ -532,6 +641,65 @@ class LocalBackend(LoggingConfigurable):
             return await asyncio.wait_for(process.wait(), timeout=_REAP_WAIT)
         except asyncio.TimeoutError:
             return 0
+
+    # -- what runs: inventory and removal of orphans ----------------------------------------------
+
+    async def inventory(self, instance: str) -> list[ServerRecord] | None:
+        """The servers of ``instance`` that the records name and that still run (or whose
+        kernels do: ``running`` is then false), from one scan of ``/proc`` in a worker thread.
+        Records of which nothing runs are removed; ``None`` when the records cannot be read."""
+        records = self._records()
+        try:
+            survey = await asyncio.to_thread(records.survey, instance, self._boot_id)
+        except OSError as error:
+            self.log.warning("Could not read the local servers' records in %s: %s", records.folder, error)
+            return None
+        for name in survey.unreadable:
+            if name not in self._warned_unreadable:
+                self._warned_unreadable.add(name)
+                self.log.warning("Ignoring %s in %s: not a record of a local server", name, records.folder)
+        for gone in survey.removed:
+            self._forget(gone.server, gone.ref)
+            self.log.debug("Dropped the record of local server %s: nothing of it runs", gone.server)
+        found = []
+        for sighting in survey.sightings:
+            record = sighting.record
+            known = self._servers.get(record.server)
+            if sighting.running and (
+                known is None or (known.process is None and not known.ref.same_process(record.ref))
+            ):
+                # Found through its record alone (a hub died while starting it): its GPUs and
+                # CPUs count from now on, as an adopted server's do.
+                self._servers[record.server] = Tracked(record.ref, None)
+            found.append(sighting.server_record())
+        return found
+
+    async def remove(self, record: ServerRecord) -> None:
+        """End a server the reconciler found orphaned (its process and whatever carries its
+        marker), wait until it is gone and remove its record; fine if already gone."""
+        launched = LaunchRecord.from_json(record.ref)
+        if launched is None:
+            self.log.warning("Not removing %s: not a record of a local server", record.description)
+            return
+        key, ref = launched.server, launched.ref
+        if ref.boot_id == self._boot_id:
+            target = await asyncio.to_thread(trusted_ref, ref)
+            await self._terminate(target)
+            left = await asyncio.to_thread(find_members, target.pid, target.start_time, target.marker)
+            if left:
+                raise BackendError(
+                    f"Processes {', '.join(str(m.pid) for m in left)} of local server {key} did not "
+                    "end; trying again later."
+                )
+        await self._discard_record(key, [ref])
+        tracked = self._servers.get(key)
+        if tracked is not None and tracked.ref.same_process(ref):
+            if tracked.process is None:
+                del self._servers[key]
+            elif tracked.process.returncode is None:
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(tracked.process.wait(), timeout=_REAP_WAIT)
+        self.log.info("Removed orphaned local server %s (%s)", key, record.description)
 
     # -- progress, capacity, close ---------------------------------------------------------------
 

@@ -27,9 +27,11 @@ __all__ = [
     "MARKER_VARIABLE",
     "ProcStat",
     "boot_id",
+    "carries_marker",
     "find_members",
     "is_running",
     "listens",
+    "marked",
     "read_stat",
     "send_signal",
     "signal_group",
@@ -106,13 +108,39 @@ def _all_stats() -> list[ProcStat]:
     return stats
 
 
-def _carries(pid: int, marker_line: bytes) -> bool:
+def _environ(pid: int) -> list[bytes]:
     try:
-        environ = (PROC / str(pid) / "environ").read_bytes()
+        return (PROC / str(pid) / "environ").read_bytes().split(b"\0")
     except OSError:
         # Another user's process (we could not signal it anyway) or one that just ended.
-        return False
-    return marker_line in environ.split(b"\0")
+        return []
+
+
+def _carries(pid: int, marker_line: bytes) -> bool:
+    return marker_line in _environ(pid)
+
+
+def carries_marker(pid: int, marker: str) -> bool:
+    """Whether the process ``pid`` inherited the marker ``marker`` (``False`` when it cannot be
+    told: another user's process, or one that just ended)."""
+    return bool(marker) and _carries(pid, f"{MARKER_VARIABLE}={marker}".encode())
+
+
+def marked(markers: Collection[str]) -> dict[str, list[ProcStat]]:
+    """The live processes carrying each of ``markers``, in one scan of ``/proc`` for them all
+    (a marker no process carries is missing from the result)."""
+    wanted = {f"{MARKER_VARIABLE}={marker}".encode(): marker for marker in markers if marker}
+    found: dict[str, list[ProcStat]] = {}
+    if not wanted:
+        return found
+    prefix = f"{MARKER_VARIABLE}=".encode()
+    for stat in _all_stats():
+        for item in _environ(stat.pid):
+            if item.startswith(prefix):
+                if item in wanted:
+                    found.setdefault(wanted[item], []).append(stat)
+                break
+    return found
 
 
 def find_members(pid: int, start_time: int, marker: str) -> list[ProcStat]:

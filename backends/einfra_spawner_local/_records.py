@@ -1,4 +1,5 @@
-"""What the local backend remembers about a server: in its state, and in its own table.
+"""What the local backend remembers about a server: in its state, and in its own table (its
+records on disk are :mod:`._recordfiles`).
 
 The state (JSON, persisted by the spawner through JupyterHub's ``get_state``/``load_state``) is
 the only thing a restarted hub has; :class:`ServerRef` is the part of it that identifies the
@@ -90,7 +91,7 @@ def server_state(ref: ServerRef, *, home: Path, log: Path) -> dict[str, Any]:
 @dataclass(slots=True)
 class Tracked:
     """A server this backend object knows: started by it (``process`` set) or adopted after a
-    hub restart from its state (``process`` is ``None``: not our child any more)."""
+    hub restart from its state or its record (``process`` is ``None``: not our child any more)."""
 
     ref: ServerRef
     process: asyncio.subprocess.Process | None

@@ -169,4 +169,4 @@ async def test_a_refused_start_does_not_reset_the_home(harness: Harness) -> None
     with pytest.raises(BackendError, match="no NVIDIA A10"):
         await backend.start(harness.request(resolved=resolved, state=first.state))
     assert marker.read_text() == "data"
-    assert listing(home.parent) == sorted([home.name, "logs"])
+    assert listing(home.parent) == sorted([home.name, "logs", "records"])
