@@ -14,15 +14,19 @@ folder) is killed.
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import json
 import os
+import re
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,6 +96,7 @@ class Hub:
                     "admin:servers",
                     "admin:server_state",
                     "access:servers",
+                    "groups",  # to put a test's own user in a group (join_group)
                 ],
                 "services": [SERVICE],
             }
@@ -217,6 +222,41 @@ c.JupyterHub.log_level = "DEBUG"
         model: dict[str, Any] = response.body
         return model
 
+    def join_group(self, user: str, group: str) -> None:
+        """Create ``user`` if needed and add it to ``group`` (kept across hub restarts), so that a
+        test has a user of its own with, say, GPU choices, whose quota no other test touches."""
+        self.ensure_user(user)
+        response = self.api("POST", f"/groups/{group}/users", {"users": [user]})
+        assert response.status == 200, response.text
+
+    def stored_user_options(self, user: str, name: str = "") -> str | None:
+        """The ``user_options`` column of the server's row in the hub's database, as stored
+        (JSON text; ``None``: no such row or nothing stored)."""
+        database = self.root / "state" / "jupyterhub.sqlite"
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+            row = connection.execute(
+                "SELECT spawners.user_options FROM spawners JOIN users ON spawners.user_id = users.id"
+                " WHERE users.name = ? AND spawners.name = ?",
+                (user, name),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def log_in(self, user: str) -> Session:
+        """``user`` logged in through the hub's login form, with cookies only (no browser)."""
+        from einfra_spawner.demo.auth import DEMO_PASSWORD
+
+        session = Session(self)
+        page = session.request("GET", "/hub/login")
+        assert page.status == 200, page.text
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert xsrf is not None, page.text
+        fields = {"username": user, "password": DEMO_PASSWORD, "_xsrf": xsrf.group(1)}
+        # next=/hub/home: never on to the user's server (a login may otherwise start one).
+        session.request("POST", "/hub/login?next=%2Fhub%2Fhome", urllib.parse.urlencode(fields).encode())
+        names = [cookie.name for cookie in session.cookies]
+        assert "jupyterhub-hub-login" in names, f"{user} was not logged in; cookies: {names}"
+        return session
+
     def ensure_user(self, user: str) -> None:
         if self.api("GET", f"/users/{user}").status == 404:
             response = self.api("POST", f"/users/{user}")
@@ -249,6 +289,26 @@ c.JupyterHub.log_level = "DEBUG"
                 return
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+
+
+class Session:
+    """HTTP requests to a hub with a cookie jar, as a logged-in browser would make them."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def request(self, method: str, path: str, data: bytes | None = None) -> Response:
+        request = urllib.request.Request(self.hub.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/x-www-form-urlencoded")
+        try:
+            with self.opener.open(request, timeout=60) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        return Response(status, None, raw.decode(errors="replace"))
 
 
 def server_path(user: str, name: str) -> str:
