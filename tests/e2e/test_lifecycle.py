@@ -19,9 +19,13 @@ quotas; every server started here is stopped in a ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import subprocess
+import threading
+from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -301,3 +305,73 @@ def test_a_refused_body_is_not_kept_in_the_hub_database(hub: Hub, before: str) -
             assert kept in (None, {})
     finally:
         stop_all(hub, user, "big")
+
+
+# --- a hub killed during a start (local backend) -------------------------------------------------
+
+
+@pytest.fixture
+def crashing_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A hub of its own (it is killed and restarted), whose servers take a few seconds to answer
+    (so that a start can be cut short), with a reconciler that passes every second."""
+    slow = tmp_path / "slow-singleuser"
+    slow.write_text(f'#!/bin/sh\nsleep 4\nexec {VENV_BIN / "jupyterhub-singleuser"} "$@"\n')
+    slow.chmod(0o755)
+    hub = Hub(
+        root=tmp_path / "hub",
+        extra_config=(
+            f"c.Spawner.cmd = [{str(slow)!r}]\n"
+            "c.EInfraSpawner.reconcile_interval = 1\n"
+            "c.EInfraSpawner.reconcile_grace = 3\n"
+        ),
+    )
+    hub.root.mkdir()
+    try:
+        hub.start()
+        yield hub
+    finally:
+        hub.stop()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_server_left_by_a_hub_killed_mid_start_is_removed_and_never_doubled(crashing_hub: Hub) -> None:
+    hub, user = crashing_hub, "lc-crash"
+    hub.ensure_user(user)
+    record = hub.home_root / "records" / f"{ServerNames(user, '').pod}.json"
+
+    def start_and_lose_the_hub() -> None:
+        with contextlib.suppress(OSError):  # the hub dies under this request
+            start(hub, user, "", GRANTED)
+
+    starting = threading.Thread(target=start_and_lose_the_hub, daemon=True)
+    starting.start()
+    hub.wait_for(record.exists, "the start to launch its server")
+    orphan = int(json.loads(record.read_text())["pid"])
+    hub.kill()  # mid-start: the server process runs, JupyterHub has not recorded it
+    starting.join(30)
+    assert alive(orphan)
+    assert [run.server for run in open_runs(hub, user)] == [""]  # its reservation
+    hub.start()
+    # The reconciler's first pass after the restart: the process no hub knows is removed (it
+    # was created before this hub process started), its reservation closed.
+    hub.wait_for(lambda: not alive(orphan), "the reconciler to remove the orphaned server")
+    hub.wait_for(lambda: open_runs(hub, user) == [], "the reservation to be closed")
+    assert re.search(rf"Reconcile: remove process {orphan}\b.*'{user}'", hub.log_path.read_text())
+    # Starting the same server again runs exactly one process.
+    assert hub.spawn(user).status in (200, 201)
+    try:
+        (current,) = [r for r in open_runs(hub, user)]
+        assert current.last_seen is not None
+        again = int(json.loads(record.read_text())["pid"])
+        assert again != orphan and alive(again)
+    finally:
+        stop_all(hub, user, "")
+    assert open_runs(hub, user) == []
