@@ -10,27 +10,14 @@ One backend object serves every spawner of a hub process (it may hold shared wat
 caches); per-server facts travel in the JSON-serialisable ``state`` mapping that the spawner
 persists through JupyterHub's ``get_state``/``load_state``, so a restarted hub finds its servers.
 
-Optional attributes the spawner reads when a backend has them:
-
-* ``supports_images: bool`` (default ``True``): whether the image choice means anything; the form
-  says so where it does not (local processes), and the profile's ``default_url`` is then ignored.
-* ``description: str``: what the servers run as, in a few words ("local processes").
-* ``reset_keeps_old_home: bool`` (default ``True``): whether a home reset keeps the old home
-  aside (local) or deletes it (a Kubernetes volume); the form words the reset box accordingly.
-* ``namespace_for(identity) -> str``: the Kubernetes namespace of a server, for the renderer.
-* ``listen_ip: str``: the address single-user servers must listen on (``0.0.0.0`` in a pod,
-  whose network namespace is its own); the spawner puts it into ``JUPYTERHUB_SERVICE_URL``.
-* ``admission()``: an asynchronous context manager that waits for the backend's turn to submit
-  a server; the spawner renders the manifests and calls ``start`` inside it, so in a burst each
-  spawn's CPU work happens just before its requests. The first ``start`` inside the block takes
-  the turn over; leaving the block without one gives it back.
-* ``warm_up()``: a coroutine run once in the background as the hub starts (when
-  :func:`~einfra_spawner.configure` is called on the hub's event loop): connect, start watches,
-  fill caches, so the first spawns wait for none of it. Its failure is logged, nothing more.
+What a backend can do is typed, never probed: :class:`BackendFeatures` (what the form and the
+spawner need to know) and the protocol's methods. :class:`BackendBase` gives the defaults of the
+optional ones (no namespaces, no warm-up, no admission turns, no inventory for the reconciler).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -46,6 +33,7 @@ __all__ = [
     "Backend",
     "BackendBase",
     "BackendFactory",
+    "BackendFeatures",
     "Endpoint",
     "GpuCapacity",
     "ProgressEvent",
@@ -57,6 +45,24 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "einfra_spawner.backends"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendFeatures:
+    """What a backend's servers are, as the spawner and the options form need to know it."""
+
+    #: Whether the image choice means anything. Where it does not (local processes) the form says
+    #: so, and a profile's ``default_url`` (a page of its image) is ignored.
+    supports_images: bool = True
+    #: What the servers run as, in a few words, for the form ("local processes"); "" says nothing.
+    description: str = ""
+    #: Whether a home reset keeps the old home aside (``True``) or deletes it; the form words the
+    #: reset box accordingly.
+    reset_keeps_old_home: bool = True
+    #: The address single-user servers must listen on (``"0.0.0.0"`` in a pod, whose network
+    #: namespace is its own); the spawner puts it into ``JUPYTERHUB_SERVICE_URL``. ``None``: the
+    #: spawner's own ``ip``.
+    listen_ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +148,26 @@ class Backend(Protocol):
     """What every backend provides. All methods are safe to call concurrently for different
     servers; ``state`` is what ``start`` returned (or ``{}`` for a server never started)."""
 
+    #: What this backend's servers are (see :class:`BackendFeatures`).
+    features: BackendFeatures
+
+    def namespace_for(self, identity: ServerIdentity) -> str | None:
+        """The Kubernetes namespace of ``identity``'s server, for the renderer; ``None`` where
+        namespaces do not apply."""
+        ...
+
+    async def warm_up(self) -> None:
+        """Run once in the background as the hub starts: connect, start watches, fill caches, so
+        the first spawns wait for none of it. A failure is logged, nothing more."""
+        ...
+
+    def admission(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Wait for the backend's turn to submit a server: the spawner renders the manifests and
+        calls ``start`` inside it, so in a burst each spawn's CPU work happens just before its
+        requests. The first ``start`` inside the block takes the turn over; leaving the block
+        without one gives it back."""
+        ...
+
     async def start(self, request: StartRequest) -> Started:
         """Start the server (resetting its home first when asked); raise ``BackendError`` with a
         message for the user when it cannot start. Nothing may be left running on failure."""
@@ -184,6 +210,19 @@ class BackendBase:
     """Defaults for the optional parts of :class:`Backend`: subclass it, and override what your
     backend can do. A backend that keeps the defaults has no inventory, so the reconciler leaves
     its servers alone (JupyterHub's own polling still notices servers that are gone)."""
+
+    features: BackendFeatures = BackendFeatures()
+
+    def namespace_for(self, identity: ServerIdentity) -> str | None:
+        """No namespaces."""
+        return None
+
+    async def warm_up(self) -> None:
+        """Nothing to prepare."""
+
+    def admission(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """No turns: every start goes at once."""
+        return contextlib.nullcontext()
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -127,10 +127,11 @@ class HubRuntime:
         reconcile_grace: float,
         hub_view: HubView,
         hub_started: Callable[[], Awaitable[None]],
+        in_hub: bool = True,
     ) -> None:
         """The hub is starting (its configuration complete): open the ledger, build the backend
-        and let it warm up, start the reconciler, all in the background, and close everything
-        when the hub shuts down."""
+        and let it warm up, start the reconciler, all in the background, and (``in_hub``) close
+        everything when the hub shuts down."""
         ledger = self.ledger(usage_db_url)
         # Opens (and migrates) the database now, not at the first spawn; a failure is in the log
         # before anyone spawns.
@@ -141,9 +142,7 @@ class HubRuntime:
         except Exception:  # the first spawn builds it again, and reports what fails
             log.exception("Could not prepare the %s backend at hub start", backend_name)
             return
-        warm_up = getattr(backend, "warm_up", None)
-        if callable(warm_up):
-            self.track(warm_up(), log, f"Warming up the {backend_name} backend")
+        self.track(backend.warm_up(), log, f"Warming up the {backend_name} backend")
         if reconcile_interval > 0:
 
             async def opened() -> AsyncLedger:
@@ -160,7 +159,8 @@ class HubRuntime:
             )
             self.reconcilers.append(reconciler)
             self.track(reconciler.run_forever(reconcile_interval, hub_started), log, "The reconciler")
-        self.track(self._keep(log), log, "Closing the einfra-spawner runtime")
+        if in_hub:  # a tool or a test that configures a hub without running one closes it itself
+            self.track(self._keep(log), log, "Closing the einfra-spawner runtime")
 
     async def _keep(self, log: logging.Logger) -> None:
         """Lives as long as the hub's event loop runs; JupyterHub's shutdown cancels it (as every

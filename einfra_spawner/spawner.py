@@ -280,9 +280,9 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         if self._identity is not None:
             return self._identity
         plain = ServerIdentity(user=self.user.name, server=self.name)
-        namespace_for = getattr(self.backend_object(), "namespace_for", None)
-        if callable(namespace_for):
-            plain = ServerIdentity(user=self.user.name, server=self.name, namespace=str(namespace_for(plain)))
+        namespace = self.backend_object().namespace_for(plain)
+        if namespace is not None:
+            plain = ServerIdentity(user=self.user.name, server=self.name, namespace=namespace)
         self._identity = plain
         return plain
 
@@ -341,9 +341,9 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
             user,
             last=last,
             capacity=await self._gpu_capacity(backend, profiles, user),
-            images_apply=bool(getattr(backend, "supports_images", True)),
-            servers_run_as=str(getattr(backend, "description", "") or ""),
-            reset_keeps_old_home=bool(getattr(backend, "reset_keeps_old_home", True)),
+            images_apply=backend.features.supports_images,
+            servers_run_as=backend.features.description,
+            reset_keeps_old_home=backend.features.reset_keeps_old_home,
             usage=await self._form_usage(),
             gpus_url=url_path_join(self.hub.base_url, "api/einfra/gpus") if self.hub else "",
         )
@@ -544,15 +544,13 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
     async def _start_backend(self, options: ResolvedOptions) -> tuple[str, int]:
         """Render the manifests (in turn) and have the backend start the server.
 
-        A backend that paces its submissions may offer ``admission()``, an asynchronous context
-        manager: the manifests are then rendered once the backend is ready to send them, so in
-        a burst each spawn's CPU work happens just before its requests instead of every spawn
+        The manifests are rendered inside the backend's ``admission()``: a backend that paces
+        its submissions renders each spawn's manifests once it is ready to send them, so in a
+        burst each spawn's CPU work happens just before its requests instead of every spawn
         rendering first and all of them submitting late."""
         backend = self.backend_object()
-        admission = getattr(backend, "admission", None)
-        turn = admission() if callable(admission) else contextlib.nullcontext()
         try:
-            async with turn:
+            async with backend.admission():
                 async with self._preparation_turn():
                     request = self._start_request(options)
                 started = await backend.start(request)
@@ -569,8 +567,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         # built from ip and port. A backend may say where its servers listen: a pod on every
         # address of its own network namespace. The local backend rewrites that URL itself with
         # the loopback address and a free port of its own.
-        listen_ip = getattr(self.backend_object(), "listen_ip", None)
-        if isinstance(listen_ip, str) and listen_ip:
+        listen_ip = self.backend_object().features.listen_ip
+        if listen_ip:
             self.ip = listen_ip
         port: int = self.port or SingleUser().port  # type: ignore[has-type]  # a traitlets Integer
         self.port = port
@@ -714,7 +712,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         options = self._pending or self._options
         # A profile's default URL (e.g. /rstudio) belongs to its image; where images do not apply
         # (local processes), the page it names does not exist.
-        images_apply = bool(getattr(self.backend_object(), "supports_images", True))
+        images_apply = self.backend_object().features.supports_images
         if options is not None and options.default_url and images_apply:
             env["JUPYTERHUB_DEFAULT_URL"] = options.default_url
         return env
@@ -823,6 +821,7 @@ def _begin_runtime(c: Any) -> None:
         reconcile_grace=settings.reconcile_grace,
         hub_view=hub_view,
         hub_started=hub_started,
+        in_hub=app is not None,
     )
 
 

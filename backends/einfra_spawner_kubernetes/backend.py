@@ -26,6 +26,7 @@ from traitlets.config import LoggingConfigurable
 from einfra_spawner import BackendError, ServerIdentity, ServerNames
 from einfra_spawner.backend import (
     BackendBase,
+    BackendFeatures,
     Endpoint,
     GpuCapacity,
     ProgressEvent,
@@ -102,11 +103,13 @@ _ADMITTED: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar("einfra
 class KubernetesBackend(BackendBase, LoggingConfigurable):
     """Runs each single-user server as a pod; see ``docs/backends/kubernetes.md``."""
 
-    supports_images = True
     #: A pod has a network namespace of its own: its server listens on every address in it.
-    listen_ip = "0.0.0.0"  # noqa: S104
     #: Resetting a home on Kubernetes deletes its volume (after the user asked, in that request).
-    reset_keeps_old_home = False
+    features = BackendFeatures(
+        supports_images=True,
+        listen_ip="0.0.0.0",  # noqa: S104
+        reset_keeps_old_home=False,
+    )
 
     namespace = Unicode(
         help="""Namespace of the single-user pods and their home volumes.
@@ -247,6 +250,8 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
         self._namespaces_made: set[str] = set()
         self._progress: dict[str, _Progress] = {}
         self._capacity: tuple[float, dict[str, GpuCapacity]] | None = None
+        #: Removals of cancelled starts' pods, still running.
+        self._cleanups: set[asyncio.Future[None]] = set()
         # In a burst, a bounded number of starts and stops send requests at a time (see _pace).
         self._gate = Gate(self.concurrent_submissions)
 
@@ -343,7 +348,7 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
         """Where the shared pod and event watches look: every namespace with per-user namespaces."""
         return None if self.user_namespaces else str(self.namespace)
 
-    def namespace_for(self, identity: ServerIdentity) -> str:
+    def namespace_for(self, identity: ServerIdentity) -> str | None:
         """The namespace ``identity``'s server runs in (the spawner renders manifests for it)."""
         return self._namespace(identity)
 
@@ -355,8 +360,11 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
 
     # --- start ---------------------------------------------------------------------------------
 
+    def admission(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._admission()
+
     @contextlib.asynccontextmanager
-    async def admission(self) -> AsyncIterator[None]:
+    async def _admission(self) -> AsyncIterator[None]:
         """Wait for a turn to start a server before the spawner's own CPU work for it.
 
         ``async with backend.admission(): ... await backend.start(request)``: in a burst of
@@ -482,13 +490,19 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
         outcome: asyncio.Future[dict[str, Any]] = loop.create_future()
         watcher = _StartWatcher(self, request.options, outcome, progress, self.unschedulable_grace)
         unsubscribe = [pods.subscribe(key, watcher.on_pod), events.subscribe(key, watcher.on_event)]
+
+        # Removing what a failed start made may wait for the API, but not beyond the start's
+        # deadline (plus one request): the user is told at once, the reconciler does the rest.
+        def soon() -> float:
+            return max(deadline, time.monotonic() + self.request_timeout)
+
         try:
             for _ in range(3):
                 try:
                     created = await api.create("pods", namespace, manifest, deadline=deadline)
                 except MaybeCreated:
                     # The API never said whether the pod was made: make sure it was not.
-                    await asyncio.shield(self._remove_quietly(api, pods, namespace, name))
+                    await self._remove_quietly(api, pods, namespace, name, soon())
                     raise
                 except Conflict:
                     existing = pods.cache.get(key)
@@ -521,22 +535,31 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
             try:
                 return await outcome
             except BackendError:
-                await self._remove_quietly(api, pods, namespace, name)
+                await self._remove_quietly(api, pods, namespace, name, soon())
                 raise
-            except asyncio.CancelledError:
-                # The hub gave up (start timeout or shutdown): leave nothing running behind.
-                await asyncio.shield(self._remove_quietly(api, pods, namespace, name))
-                raise
+        except asyncio.CancelledError:
+            # The hub gave up (start timeout or shutdown), perhaps while a create was on its
+            # way: leave nothing running behind, without keeping the cancellation waiting.
+            self._remove_later(api, pods, namespace, name)
+            raise
         finally:
             watcher.close()
             for stop_listening in unsubscribe:
                 stop_listening()
 
-    async def _remove_quietly(self, api: KubeApi, pods: Informer, namespace: str, name: str) -> None:
+    def _remove_later(self, api: KubeApi, pods: Informer, namespace: str, name: str) -> None:
+        """Remove the pod of a cancelled start in the background (within ``api_retry_budget``)."""
+        task = asyncio.ensure_future(self._remove_quietly(api, pods, namespace, name, self._deadline()))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _remove_quietly(
+        self, api: KubeApi, pods: Informer, namespace: str, name: str, deadline: float
+    ) -> None:
         """Remove the pod of a start that will not run; if the API does not answer, the
         reconciler removes it later (no hub knows it)."""
         try:
-            await api.delete("pods", namespace, name, grace=0, deadline=self._deadline())
+            await api.delete("pods", namespace, name, grace=0, deadline=deadline)
         except NotFound:
             pass
         except ApiError as error:
@@ -723,6 +746,10 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
         return gpu_capacity({gpu.id: gpu_type}, nodes.cache.values(), pods.cache.values())[gpu.id]
 
     async def close(self) -> None:
+        cleanups = list(self._cleanups)
+        for task in cleanups:  # what is left is the reconciler's
+            task.cancel()
+        await asyncio.gather(*cleanups, return_exceptions=True)
         for informer in self._informers.values():
             await informer.close()
         self._informers.clear()

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from traitlets import Bool, Dict, Float, Int, Unicode
@@ -37,6 +37,7 @@ from traitlets.config import LoggingConfigurable
 from einfra_spawner import BackendError, ResolvedGpu, ServerIdentity, ServerNames
 from einfra_spawner.backend import (
     BackendBase,
+    BackendFeatures,
     Endpoint,
     GpuCapacity,
     ProgressEvent,
@@ -89,10 +90,12 @@ class LocalBackend(LoggingConfigurable, BackendBase):
     Configured as ``c.LocalBackend.<trait>`` in ``jupyterhub_config.py``.
     """
 
-    #: Local processes run the hub machine's software: the image choice does not apply.
-    supports_images: ClassVar[bool] = False
-    #: Says where servers run, for the form's "Images do not apply on this hub (...)".
-    description: ClassVar[str] = "local processes"
+    #: Local processes run the hub machine's software: the image choice does not apply. The
+    #: description says where servers run, for the form's "Images do not apply on this hub (...)";
+    #: a reset moves the old home aside.
+    features = BackendFeatures(
+        supports_images=False, description="local processes", reset_keeps_old_home=True
+    )
 
     home_root = Unicode(
         "~/.local/share/einfra-spawner/homes",

@@ -23,6 +23,8 @@ from einfra_spawner import BackendError, EInfraError, ProfileError, ServerIdenti
 from einfra_spawner import runtime as runtime_module
 from einfra_spawner import spawner as spawner_module
 from einfra_spawner.backend import (
+    BackendBase,
+    BackendFeatures,
     Endpoint,
     GpuCapacity,
     ProgressEvent,
@@ -40,11 +42,8 @@ from .test_form import RenderedForm
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
-class FakeBackend:
+class FakeBackend(BackendBase):
     """Records every call; starts succeed unless ``fail`` is set."""
-
-    supports_images = True
-    description = ""
 
     def __init__(self, *, config: Any = None, log: Any = None) -> None:
         self.config = config
@@ -226,8 +225,7 @@ async def test_capacity_is_not_asked_when_the_user_sees_no_gpu(backend: FakeBack
 
 
 async def test_images_do_not_apply_on_a_backend_without_images(backend: FakeBackend) -> None:
-    backend.supports_images = False
-    backend.description = "local processes"
+    backend.features = BackendFeatures(supports_images=False, description="local processes")
     form = RenderedForm(await make_spawner().get_options_form())
     assert "Images do not apply on this hub (its servers run as local processes)." in form.text
     assert "jupyterlab--image" not in form.names()

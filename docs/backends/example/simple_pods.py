@@ -12,7 +12,15 @@ from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from einfra_spawner import BackendError, ServerIdentity
-from einfra_spawner.backend import BackendBase, Endpoint, GpuCapacity, ProgressEvent, Started, StartRequest
+from einfra_spawner.backend import (
+    BackendBase,
+    BackendFeatures,
+    Endpoint,
+    GpuCapacity,
+    ProgressEvent,
+    Started,
+    StartRequest,
+)
 from einfra_spawner.models import GpuType
 
 
@@ -21,7 +29,8 @@ class SimplePodsBackend(BackendBase, LoggingConfigurable):
 
     It keeps no inventory (``BackendBase``'s default), so the reconciler leaves its pods alone."""
 
-    listen_ip = "0.0.0.0"  # noqa: S104  - a pod listens on its own network namespace
+    # A pod listens on its own network namespace; a reset deletes the home volume.
+    features = BackendFeatures(listen_ip="0.0.0.0", reset_keeps_old_home=False)  # noqa: S104
 
     api_url = Unicode("http://127.0.0.1:8001", help="URL of the Kubernetes API server.").tag(config=True)
     start_timeout = Float(120.0, help="Seconds a pod may take to run. Default: 120.").tag(config=True)

@@ -136,3 +136,30 @@ async def test_the_last_progress_step_is_delivered(
     await asyncio.wait_for(follower, 5)
     assert seen[-1] == ProgressEvent("Your server is ready", 100)
     await backend.stop(request.identity, started.state)
+
+
+async def test_a_start_cancelled_during_an_outage_ends_at_once_and_its_pod_goes_later(
+    cluster: FakeKubernetes, backend: KubernetesBackend, make_request: MakeRequest
+) -> None:
+    # The hub's start time-out cancels a start whose pod exists while the API is away: the
+    # cancellation is not held up by the removal, which goes on in the background and succeeds
+    # once the API answers again.
+    cluster.timings.running_delay = 3600.0  # the pod never gets to run: the start waits
+    request = dataclasses.replace(make_request(), timeout=60.0)
+    starting = asyncio.ensure_future(backend.start(request))
+    for _ in range(500):  # until the pod exists
+        if pods(cluster):
+            break
+        await asyncio.sleep(0.01)
+    cluster.faults.error_rate = 1.0
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert cluster.faults.error_rate == 1.0  # the start ended while the API was still away
+    assert pods(cluster) != []  # not removed yet
+    cluster.faults.error_rate = 0.0
+    for _ in range(500):
+        if not pods(cluster):
+            break
+        await asyncio.sleep(0.02)
+    assert pods(cluster) == []

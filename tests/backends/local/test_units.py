@@ -145,8 +145,8 @@ def test_every_trait_is_documented() -> None:
 
 
 def test_images_do_not_apply() -> None:
-    assert LocalBackend.supports_images is False
-    assert LocalBackend.description == "local processes"
+    assert LocalBackend.features.supports_images is False
+    assert LocalBackend.features.description == "local processes"
 
 
 def test_found_by_entry_point_and_built_like_a_backend() -> None:
