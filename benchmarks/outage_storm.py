@@ -50,6 +50,7 @@ from jupyterhub.utils import maybe_future
 from storm_trial import NODES_YAML, PROFILES, hub_log, quantile, requests_by_kind, stand_ins
 from traitlets.config import Config
 
+from einfra_spawner.hub import configure
 from einfra_spawner.reconcile import (
     CloseInterval,
     HubServer,
@@ -59,7 +60,7 @@ from einfra_spawner.reconcile import (
     RemoveOrphan,
 )
 from einfra_spawner.runtime import current_runtime
-from einfra_spawner.spawner import EInfraSpawner, configure
+from einfra_spawner.spawner import EInfraSpawner
 from einfra_spawner.testing import FakeKubernetesProcess
 from einfra_spawner.usage.ledger import AsyncLedger, Ledger
 

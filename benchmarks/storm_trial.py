@@ -89,13 +89,14 @@ def stand_ins(index: int) -> dict[str, Any]:
 def einfra_spawners(
     n: int, variant: str, url: str, log: logging.Logger, workdir: Path
 ) -> tuple[list[Any], Callable[[], Any]]:
+    from einfra_spawner.hub import configure
     from einfra_spawner.runtime import current_runtime
-    from einfra_spawner.spawner import EInfraSpawner, configure
+    from einfra_spawner.spawner import EInfraSpawner
 
     c = Config()
     # What a hub's jupyterhub_config.py does at hub start: load the profiles, import the backend,
     # freeze the start-up heap (gc.freeze, configure's default).
-    configure(c, PROFILES, backend="kubernetes")
+    configure(c, PROFILES, backend="kubernetes", freeze_heap=True)
     c.EInfraSpawner.profiles_dir = str(PROFILES)
     c.EInfraSpawner.backend = "kubernetes"
     c.KubernetesBackend.api_url = url

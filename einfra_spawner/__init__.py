@@ -26,7 +26,8 @@ from .resolve import (
 from .schema import profile_schema
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .spawner import EInfraSpawner, configure
+    from .hub import configure
+    from .spawner import EInfraSpawner
 
 __version__ = "0.1.0.dev0"
 
@@ -60,12 +61,14 @@ __all__ = [
     "validate_paths",
 ]
 
-_LAZY = {"EInfraSpawner", "configure"}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from . import spawner
+    if name == "EInfraSpawner":
+        from .spawner import EInfraSpawner
 
-        return getattr(spawner, name)
+        return EInfraSpawner
+    if name == "configure":
+        from .hub import configure
+
+        return configure
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

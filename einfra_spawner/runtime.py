@@ -19,16 +19,16 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .backend import Backend, load_backend_class
 from .profiles import ProfileSet, load_profiles
-from .reconcile import HubServer, HubView, Reconciler
+from .reconcile import HubView, Reconciler
 from .usage.ledger import AsyncLedger
 
-__all__ = ["HubRuntime", "current_runtime", "jupyterhub_view", "use_runtime"]
+__all__ = ["HubRuntime", "current_runtime", "use_runtime"]
 
 T = TypeVar("T")
 
@@ -214,35 +214,3 @@ def use_runtime(runtime: HubRuntime | None) -> HubRuntime | None:
     global _current
     previous, _current = _current, runtime
     return previous
-
-
-def jupyterhub_view(
-    app: Any,
-) -> tuple[Callable[[], Awaitable[Sequence[HubServer] | None]], Callable[[], Awaitable[None]]]:
-    """What JupyterHub knows, read in its own process: the servers its database has as running,
-    and the starts, stops and checks in progress; and an awaitable for "the hub has started"
-    (JupyterHub re-checks the servers it had before the reconciler's first pass)."""
-
-    async def view() -> Sequence[HubServer] | None:
-        from jupyterhub import orm  # the hub's own models: only in the hub's process
-
-        db = getattr(app, "db", None)
-        if db is None:
-            return None
-        found: dict[tuple[str, str], HubServer] = {}
-        for spawner in db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None)):
-            key = (spawner.user.name, spawner.name)
-            found[key] = HubServer(user=key[0], server=key[1], running=True, pending=False)
-        for user in list(getattr(app, "users", {}).values()):
-            for name, spawner in list(user.spawners.items()):
-                if spawner.pending:
-                    key = (user.name, name)
-                    found[key] = HubServer(user=user.name, server=name, running=key in found, pending=True)
-        return list(found.values())
-
-    async def started() -> None:
-        future = getattr(app, "_start_future", None)
-        if isinstance(future, asyncio.Future):
-            await asyncio.shield(future)
-
-    return view, started

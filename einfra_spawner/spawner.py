@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
-import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -56,15 +54,14 @@ from jupyterhub.spawner import Spawner
 from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Float, Integer, Unicode, default
-from traitlets.config import Application
 
-from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest, load_backend_class
+from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest
 from .errors import BackendError, EInfraError, OptionsError, ProfileError
 from .form import build_form, capacity_figures, capacity_types, request_from_form, request_from_query
 from .profiles import ProfileSet
 from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import ResolvedOptions, UserContext, resolve_options
-from .runtime import current_runtime, jupyterhub_view
+from .runtime import current_runtime
 from .usage import Interval, QuotaExceeded
 from .usage import metrics as usage_metrics
 from .usage.accounting import UsageAccounting
@@ -74,7 +71,7 @@ try:  # JupyterHub >= 6: a refusal that metrics count as a policy failure, not a
 except ImportError:  # pragma: no cover - JupyterHub 5
     SpawnException = None
 
-__all__ = ["EInfraSpawner", "configure"]
+__all__ = ["EInfraSpawner"]
 
 
 def _refusal(message: str, *, reason: str, status: int = 400) -> web.HTTPError:
@@ -736,98 +733,3 @@ def _progress_event(event: ProgressEvent) -> dict[str, Any]:
     if event.failed:
         message["failed"] = True
     return message
-
-
-def configure(
-    c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "local", freeze_heap: bool = True
-) -> ProfileSet:
-    """Make a hub run EInfraSpawner from an instance folder; call it in ``jupyterhub_config.py``.
-
-    Loads and validates the folder now, so a broken folder stops the hub at start with every
-    problem listed (:class:`~einfra_spawner.ProfileError`), and checks that the backend exists.
-    Sets ``JupyterHub.spawner_class``, ``EInfraSpawner.profiles_dir`` and ``.backend``, and the
-    named servers: with ``servers_per_user: N`` above 1, named servers are allowed and limited
-    to ``N - 1`` besides the default server (JupyterHub counts named servers that exist,
-    running or not). Installs the JSON route ``GET /hub/api/einfra/gpus`` (GPU figures for the
-    form's script) in ``JupyterHub.extra_handlers``, after any handlers already configured.
-    Returns the loaded profiles.
-
-    When called as the hub starts (on its running event loop), once the configuration file has
-    run, the usage ledger named by ``EInfraSpawner.usage_db_url`` is opened and the backend is
-    built and warmed up (the Kubernetes backend connects and starts its watches), in the
-    background, instead of at the first spawn.
-
-    ``freeze_heap`` (default on): once the profiles and the backend are loaded, collect garbage
-    and move every object alive to the garbage collector's permanent generation
-    (:func:`gc.freeze`). The hub's start-up heap (JupyterHub, the Kubernetes client's model
-    classes, SQLAlchemy...) is then never scanned again: a full collection during a spawn storm
-    takes a fraction of the time, and stalls the event loop that much less. Its cost: garbage
-    cycles among those start-up objects, should any form later, are never freed. It applies to
-    the whole hub process; pass ``freeze_heap=False`` to leave the collector as it is.
-    """
-    folder = os.path.abspath(os.fspath(profiles_dir))
-    profiles = current_runtime().profiles(folder)
-    load_backend_class(backend)  # an unknown name fails now, listing the installed backends
-    c.JupyterHub.spawner_class = EInfraSpawner
-    c.EInfraSpawner.profiles_dir = folder
-    c.EInfraSpawner.backend = backend
-    servers = profiles.instance.servers_per_user
-    c.JupyterHub.allow_named_servers = servers > 1
-    # 0 means "no limit" to JupyterHub; one server per user leaves no named server at all.
-    c.JupyterHub.named_server_limit_per_user = servers - 1 if servers > 1 else 0
-    from .usage.handlers import HANDLERS  # imports JupyterHub's handlers: only when configuring
-
-    existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
-    c.JupyterHub.extra_handlers = existing + [h for h in HANDLERS if h not in existing]
-    with contextlib.suppress(RuntimeError):  # no running loop: a tool, not a starting hub
-        asyncio.get_running_loop().call_soon(_begin_runtime, c)
-    if freeze_heap:
-        gc.collect()
-        gc.freeze()
-    return profiles
-
-
-def _begin_runtime(c: Any) -> None:
-    """Once the configuration file has run (and the hub's configuration is complete): read the
-    spawner's settings as traitlets resolves them (``c.Spawner``, ``c.EInfraSpawner``, or the
-    operator's subclass) and let the runtime open the ledger, warm the backend up and start the
-    reconciler, in the background."""
-    app = Application.instance() if Application.initialized() else None
-    config = app.config if app is not None else c
-    log = app.log if app is not None else logging.getLogger("JupyterHub")
-    spawner_class = getattr(app, "spawner_class", None)
-    if not (isinstance(spawner_class, type) and issubclass(spawner_class, EInfraSpawner)):
-        spawner_class = EInfraSpawner
-    settings = spawner_class(config=config, log=log)
-    try:
-        profiles = current_runtime().profiles(os.path.abspath(settings.profiles_dir))
-    except ProfileError:  # configure() loaded it a moment ago; the spawner reports it at use
-        return
-    for warning in profiles.warnings:
-        log.warning("Profile files: %s", warning)
-    instance = profiles.instance.name
-    if app is not None:
-        hub_view, hub_started = jupyterhub_view(app)
-        interval = settings.reconcile_interval
-    else:  # a tool that configures a hub without running one: nothing to reconcile
-        hub_view, hub_started, interval = _no_hub, _never, 0.0
-    current_runtime().begin(
-        backend_name=settings.backend,
-        config=config,
-        log=log,
-        usage_db_url=settings.usage_db_url,
-        instance=instance,
-        reconcile_interval=interval,
-        reconcile_grace=settings.reconcile_grace,
-        hub_view=hub_view,
-        hub_started=hub_started,
-        in_hub=app is not None,
-    )
-
-
-async def _no_hub() -> None:
-    return None
-
-
-async def _never() -> None:
-    await asyncio.Event().wait()

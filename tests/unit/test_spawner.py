@@ -32,9 +32,10 @@ from einfra_spawner.backend import (
     StartRequest,
 )
 from einfra_spawner.form import field_name
+from einfra_spawner.hub import configure
 from einfra_spawner.models import GpuType
 from einfra_spawner.runtime import HubRuntime, use_runtime
-from einfra_spawner.spawner import EInfraSpawner, configure
+from einfra_spawner.spawner import EInfraSpawner
 from einfra_spawner.usage import AsyncLedger, Ledger, accounting
 
 from .test_form import RenderedForm
@@ -554,15 +555,18 @@ def test_configure_sets_the_hub_from_the_instance() -> None:
     assert course.JupyterHub.named_server_limit_per_user == 0
 
 
-def test_configure_freezes_the_start_up_heap_unless_asked_not_to() -> None:
+def test_configure_freezes_the_start_up_heap_only_when_asked() -> None:
     gc.unfreeze()
-    configure(Config(), PROFILES / "hub", freeze_heap=False)
-    assert gc.get_freeze_count() == 0
-    configure(Config(), PROFILES / "hub")
-    frozen = gc.get_freeze_count()
-    assert frozen > 10_000  # the modules, classes and functions of the hub and its libraries
-    gc.collect()
-    assert gc.get_freeze_count() == frozen  # a full collection neither scans nor frees them
+    try:
+        configure(Config(), PROFILES / "hub")
+        assert gc.get_freeze_count() == 0  # off by default
+        configure(Config(), PROFILES / "hub", freeze_heap=True)
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # the modules, classes and functions of the hub and its libraries
+        gc.collect()
+        assert gc.get_freeze_count() == frozen  # a full collection neither scans nor frees them
+    finally:
+        gc.unfreeze()  # no test leaves the process frozen
 
 
 async def test_configure_opens_the_usage_ledger_and_warms_the_backend_as_the_hub_starts(
