@@ -25,6 +25,7 @@ from .profiles import ProfileSet
 from .reconcile import HubServer
 from .runtime import current_runtime
 from .spawner import EInfraSpawner
+from .usage.recorder import records_usage
 
 __all__ = ["configure", "jupyterhub_view"]
 
@@ -107,7 +108,7 @@ def _begin_runtime(c: Any) -> None:
         backend_name=settings.backend,
         config=config,
         log=log,
-        usage_db_url=settings.usage_db_url,
+        usage_db_url=settings.usage_db_url if records_usage(profiles.instance) else None,
         instance=instance,
         reconcile_interval=interval,
         reconcile_grace=settings.reconcile_grace,

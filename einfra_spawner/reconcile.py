@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from functools import partial
 
 from .backend import Backend, ServerRecord
-from .errors import BackendError
 from .names import ServerNames
 from .usage import metrics
 from .usage.cost import Interval
@@ -183,7 +182,7 @@ class Reconciler:
         *,
         instance: str,
         backend: Backend,
-        ledger: Callable[[], Awaitable[AsyncLedger]],
+        ledger: Callable[[], Awaitable[AsyncLedger | None]],
         hub_view: HubView,
         grace: float,
         process_started: float,
@@ -201,10 +200,10 @@ class Reconciler:
 
     async def snapshot(self) -> Snapshot | None:
         """The three records, or ``None`` when one of them cannot be read now."""
-        ledger = await self.ledger()
+        ledger = await self.ledger()  # None: the instance records no usage
         # The ledger first: an interval marked running after this read has its server in the
         # backend's inventory read below, so a fresh run is never taken for a lost one.
-        intervals = await ledger.call(Ledger.open_intervals, self.instance)
+        intervals = [] if ledger is None else await ledger.call(Ledger.open_intervals, self.instance)
         backend = await self.backend.inventory(self.instance)
         hub = await self.hub_view()
         if hub is None:
@@ -238,24 +237,25 @@ class Reconciler:
         return done
 
     async def _carry_out(self, action: Action) -> None:
-        ledger = await self.ledger()
+        self.log.info("Reconcile: %s", _describe(action))
         if isinstance(action, RemoveOrphan):
-            self.log.info("Reconcile: %s", _describe(action))
-            try:
-                await self.backend.remove(action.record)
-            except BackendError:
-                raise
+            await self.backend.remove(action.record)
             gone = self.clock()
+            ledger = await self.ledger()
+            if ledger is None:
+                return
             for interval in action.intervals:
-                if interval.last_seen is None:
+                if interval.last_seen is None:  # it ran, unknown to any hub: bill it as it ran
                     since = max(interval.started, action.record.created)
                     await ledger.write(partial(mark_running, interval_id=interval.id, now=since))
                 await ledger.write(partial(end_interval, interval_id=interval.id, at=gone))
-        elif isinstance(action, CloseInterval):
-            self.log.info("Reconcile: %s", _describe(action))
+            return
+        ledger = await self.ledger()
+        if ledger is None:  # no ledger, no intervals: nothing of this kind is ever planned
+            return
+        if isinstance(action, CloseInterval):
             await ledger.write(partial(end_interval, interval_id=action.interval.id, at=None))
         else:
-            self.log.info("Reconcile: %s", _describe(action))
             await ledger.write(partial(mark_running, interval_id=action.interval.id, now=action.since))
 
     async def run_forever(self, interval: float, started: Callable[[], Awaitable[None]]) -> None:

@@ -121,7 +121,7 @@ class HubRuntime:
         backend_name: str,
         config: Any,
         log: logging.Logger,
-        usage_db_url: str,
+        usage_db_url: str | None,
         instance: str,
         reconcile_interval: float,
         reconcile_grace: float,
@@ -129,14 +129,16 @@ class HubRuntime:
         hub_started: Callable[[], Awaitable[None]],
         in_hub: bool = True,
     ) -> None:
-        """The hub is starting (its configuration complete): open the ledger, build the backend
+        """The hub is starting (its configuration complete): open the ledger (``usage_db_url``;
+        ``None`` where the instance records no usage), build the backend
         and let it warm up, start the reconciler, all in the background, and (``in_hub``) close
         everything when the hub shuts down."""
-        ledger = self.ledger(usage_db_url)
-        # Opens (and migrates) the database now, not at the first spawn; a failure is in the log
-        # before anyone spawns.
-        opening = ledger.call(_nothing)
-        opening.add_done_callback(lambda done: _log_failure(done, log, "Opening the usage ledger"))
+        ledger = self.ledger(usage_db_url) if usage_db_url is not None else None
+        if ledger is not None:
+            # Opens (and migrates) the database now, not at the first spawn; a failure is in the
+            # log before anyone spawns.
+            opening = ledger.call(_nothing)
+            opening.add_done_callback(lambda done: _log_failure(done, log, "Opening the usage ledger"))
         try:
             backend = self.backend(backend_name, config, log)
         except Exception:  # the first spawn builds it again, and reports what fails
@@ -145,7 +147,7 @@ class HubRuntime:
         self.track(backend.warm_up(), log, f"Warming up the {backend_name} backend")
         if reconcile_interval > 0:
 
-            async def opened() -> AsyncLedger:
+            async def opened() -> AsyncLedger | None:
                 return ledger
 
             reconciler = Reconciler(

@@ -26,7 +26,7 @@ How a refused request reaches the caller (JupyterHub 6.1.1; ``tests/e2e`` checks
 
 Usage: each run is an interval in the ledger, opened when the start is admitted, marked running
 when the backend answers, refreshed ("last seen running") at every poll, closed at stop, or at
-its last-seen time when a poll finds the server gone (see :mod:`einfra_spawner.usage.accounting`).
+its last-seen time when a poll finds the server gone (see :mod:`einfra_spawner.usage.recorder`).
 
 Per-process caches: profile folders are loaded once per process and folder; the backend object is
 built once per process and name and shared by every spawner (it may hold watches and caches),
@@ -46,7 +46,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import jinja2
@@ -62,9 +62,9 @@ from .profiles import ProfileSet
 from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import ResolvedOptions, UserContext, resolve_options
 from .runtime import current_runtime
-from .usage import Interval, QuotaExceeded
+from .usage import QuotaExceeded
 from .usage import metrics as usage_metrics
-from .usage.accounting import UsageAccounting
+from .usage.recorder import UsageRecorder, recorder_for
 
 try:  # JupyterHub >= 6: a refusal that metrics count as a policy failure, not an error
     from jupyterhub.spawner import SpawnException
@@ -98,7 +98,7 @@ def _form_template() -> jinja2.Template:
     return environment.get_template("form.html")
 
 
-class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterhub is untyped
+class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
     """Spawns single-user servers from declarative profiles, through a pluggable backend."""
 
     profiles_dir = Unicode(
@@ -206,8 +206,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
     # options the running server was given, and the backend's state for that server.
     _pending: ResolvedOptions | None = None
     _options: ResolvedOptions | None = None
-    _interval_id: int | None = None  # this run's row in the usage ledger
-    _opened: Interval | None = None  # that row as admitted, until the backend has started it
+    _usage: UsageRecorder | None = None  # this run's side of the usage ledger
+    _saved_interval: int | None = None  # its ledger row, as a restarted hub's state names it
     _spawn_began: float | None = None  # monotonic time the start was admitted, for the metric
     _starting = False  # from admission until the start has ended, either way
     _granted: dict[str, Any] | None = None  # the request last granted, as stored (no reset)
@@ -296,13 +296,28 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         """What the start in progress (or the running server) was granted, if known."""
         return self._pending or self._options
 
-    # --- usage: quotas at start (the ledger work is in UsageAccounting) -----------------------
+    # --- usage: quotas at start, the run in the ledger (see usage.recorder) ------------------
+
+    def usage(self) -> UsageRecorder:
+        """This run's usage recorder (a null one where the instance has neither prices nor
+        quotas), made at the first use of each run."""
+        if self._usage is None:
+            self._usage = recorder_for(
+                self.profile_set().instance,
+                partial(current_runtime().ledger, self.usage_db_url),
+                self.user_context(),
+                self.name,
+                self.log,
+                self._log_name,
+            )
+            self._usage.restore(self._saved_interval)
+        return self._usage
 
     async def _admit(self, options: ResolvedOptions) -> None:
         """Check the quotas and open this run's interval, in one ledger transaction; a refusal
         is a 403 with the limit and what is in use, before the backend is called."""
         try:
-            opened = await self._open_interval(options)
+            await self.usage().admit(options)
         except QuotaExceeded as exc:
             self.log.info("Quota refused a start of %s: %s", self._log_name, exc)
             usage_metrics.SPAWN_FAILURES.labels(reason="quota").inc()
@@ -317,8 +332,17 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
                 reason="usage",
                 status=503,
             ) from exc
-        self._interval_id = opened.id
-        self._opened = opened
+
+    async def _form_usage(self) -> tuple[str, ...]:
+        """The form's usage sentences; none when the ledger is slow or failing (the form still
+        shows: starts check quotas anyway)."""
+        try:
+            return await asyncio.wait_for(self.usage().form_lines(), timeout=self.usage_timeout)
+        except asyncio.TimeoutError:
+            self.log.warning("Usage figures took longer than %.1f s; form without them", self.usage_timeout)
+        except Exception:  # a form without figures beats no form at all
+            self.log.exception("Usage figures failed; showing the form without them")
+        return ()
 
     # --- the options form ------------------------------------------------------------------------
 
@@ -492,9 +516,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         """An admitted start that will not run: its reservation is dropped, whatever happens to
         the task that asks (a cancelled start still closes it)."""
         self._starting = False
-        self._opened = None
         with contextlib.suppress(Exception):
-            await asyncio.shield(self._end_interval(None))
+            await asyncio.shield(self.usage().ended(None))
 
     async def start(self) -> tuple[str, int]:
         """Resolve, render, and have the backend start the server; return where it listens.
@@ -533,9 +556,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
                 usage_metrics.SPAWN_FAILURES.labels(reason=reason).inc()
                 await self._close_abandoned_start()
         self._starting = False
-        if self._opened is not None:
-            await self._mark_running(self._opened)
-            self._opened = None
+        self.usage().running()
         return endpoint
 
     async def _start_backend(self, options: ResolvedOptions) -> tuple[str, int]:
@@ -608,10 +629,9 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
                 self._log_name,
                 exc,
             )
-            self._interval_id = None  # left open for the reconciler to close when it is gone
-            self._meter = None
+            self.usage().leave_open()  # the reconciler closes it when the server is gone
             return
-        await self._end_interval(time.time())
+        await self.usage().ended(time.time())
 
     async def poll(self) -> int | None:
         """``None`` while the server runs, else its exit status (0 when never started).
@@ -620,7 +640,7 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         "stopped" for JupyterHub, which then never calls ``stop``: its reservation is closed
         here, so a failed start never keeps counting against a quota."""
         if not self._backend_state:
-            if self._interval_id is not None and not self._starting:
+            if self.usage().interval_id is not None and not self._starting:
                 await self._close_abandoned_start()
             return 0
         try:
@@ -630,11 +650,11 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
             self.log.warning("Could not poll %s, assuming it runs: %s", self._log_name, exc)
             return None
         if status is None:
-            await self._seen_running()
+            self.usage().seen()
         else:
             # Gone, at some moment since it was last seen running (perhaps while the hub was
             # down): the interval ends there, not now.
-            await self._end_interval(None)
+            await self.usage().ended(None)
         return status
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
@@ -664,8 +684,9 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         if self._backend_state:
             state["backend"] = self.backend
             state["server"] = self._backend_state
-        if self._interval_id is not None:
-            state["usage_interval"] = self._interval_id
+        interval = self._usage.interval_id if self._usage is not None else self._saved_interval
+        if interval is not None:
+            state["usage_interval"] = interval
         if self._granted:
             # The options last granted: what a refused request leaves stored instead of itself.
             state["granted_options"] = self._granted
@@ -676,7 +697,9 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         server = state.get("server")
         self._backend_state = dict(server) if isinstance(server, Mapping) else {}
         interval = state.get("usage_interval")
-        self._interval_id = interval if isinstance(interval, int) else None
+        self._saved_interval = interval if isinstance(interval, int) else None
+        if self._usage is not None:
+            self._usage.restore(self._saved_interval)
         granted = state.get("granted_options")
         if isinstance(granted, Mapping):
             self._granted = dict(granted)
@@ -695,9 +718,8 @@ class EInfraSpawner(UsageAccounting, Spawner):  # type: ignore[misc]  # jupyterh
         self._backend_state = {}
         self._options = None
         self._pending = None
-        self._interval_id = None
-        self._opened = None
-        self._meter = None
+        self._usage = None  # the next run gets a recorder of its own
+        self._saved_interval = None
 
     def get_env(self) -> dict[str, str]:
         """JupyterHub's environment, plus the profile's ``default_url`` where images apply.

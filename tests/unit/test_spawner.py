@@ -34,9 +34,9 @@ from einfra_spawner.backend import (
 from einfra_spawner.form import field_name
 from einfra_spawner.hub import configure
 from einfra_spawner.models import GpuType
-from einfra_spawner.runtime import HubRuntime, use_runtime
+from einfra_spawner.runtime import HubRuntime, current_runtime, use_runtime
 from einfra_spawner.spawner import EInfraSpawner
-from einfra_spawner.usage import AsyncLedger, Ledger, accounting
+from einfra_spawner.usage import AsyncLedger, Ledger, recorder
 
 from .test_form import RenderedForm
 
@@ -378,7 +378,8 @@ async def test_a_burst_of_starts_does_its_cpu_work_in_turns(
     monkeypatch.setattr(spawner_module, "resolve_options", counting_resolve)
     monkeypatch.setattr(spawner_module, "render_manifests", counting_render)
     spawners = [make_spawner(name=f"u{i:02}", concurrent_preparations=4) for i in range(40)]
-    await spawners[0].ledger()  # opened (and swept) before the burst, as on a hub that has run a while
+    # The ledger opened before the burst, as on a hub that has run a while.
+    await current_runtime().ledger("sqlite://").call(Ledger.open_intervals, "hub")
 
     async def spawn(spawner: EInfraSpawner) -> Any:
         await spawner.run_pre_spawn_hook()
@@ -684,7 +685,7 @@ async def test_the_cost_metric_counts_each_stretch_of_running_once(
 
     clock = [1_700_000_000.0]
     fake_time = SimpleNamespace(time=lambda: clock[0], monotonic=lambda: clock[0])
-    monkeypatch.setattr(accounting, "time", fake_time)
+    monkeypatch.setattr(recorder, "time", fake_time)
     monkeypatch.setattr(spawner_module, "time", fake_time)
     before = sample("einfra_cost_total", profile="jupyterlab", currency="CZK")
     spawner = await started(make_spawner("gpu", server="metered", user_options={"gpu": "a40", "cpu": "4"}))
@@ -804,6 +805,28 @@ async def test_a_broken_ledger_refuses_starts_with_a_503(backend: FakeBackend) -
     status, message = refusal(refused.value)
     assert status == 503 and message.startswith("The usage database of this hub does not answer")
     assert backend.started == []
+
+
+async def test_an_instance_without_prices_or_quotas_needs_no_ledger(
+    backend: FakeBackend, tmp_path: Path, runtime: HubRuntime
+) -> None:
+    import shutil
+
+    import yaml
+
+    folder = tmp_path / "free"
+    shutil.copytree(PROFILES / "course", folder)
+    instance = yaml.safe_load((folder / "instance.yaml").read_text())
+    del instance["prices"], instance["quotas"]
+    (folder / "instance.yaml").write_text(yaml.safe_dump(instance))
+    # The same broken database that refuses starts elsewhere: nothing to charge or enforce here.
+    spawner = make_spawner(folder=str(folder), usage_db_url="sqlite:////nonexistent-folder/usage.sqlite")
+    await started(spawner)
+    assert len(backend.started) == 1
+    assert spawner.get_state().get("usage_interval") is None
+    assert "Your usage" not in RenderedForm(await spawner.get_options_form()).text
+    await hub_stops(spawner)
+    assert runtime.ledgers == {}  # never opened
 
 
 # --- the life cycle as JupyterHub drives it: every admitted start that does not run closes ---
