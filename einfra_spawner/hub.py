@@ -68,7 +68,7 @@ def configure(
     c.JupyterHub.allow_named_servers = servers > 1
     # 0 means "no limit" to JupyterHub; one server per user leaves no named server at all.
     c.JupyterHub.named_server_limit_per_user = servers - 1 if servers > 1 else 0
-    from .usage.handlers import HANDLERS  # imports JupyterHub's handlers: only when configuring
+    from .gpu_route import HANDLERS  # imports JupyterHub's handlers: only when configuring
 
     existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
     c.JupyterHub.extra_handlers = existing + [h for h in HANDLERS if h not in existing]

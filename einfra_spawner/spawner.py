@@ -56,8 +56,9 @@ from tornado import web
 from traitlets import Float, Integer, Unicode, default
 
 from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest
+from .capacity import capacity_for
 from .errors import BackendError, EInfraError, OptionsError, ProfileError
-from .form import build_form, capacity_figures, capacity_types, request_from_form, request_from_query
+from .form import build_form, capacity_figures, request_from_form, request_from_query
 from .profiles import ProfileSet
 from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import ResolvedOptions, UserContext, resolve_options
@@ -380,22 +381,7 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         self, backend: Backend, profiles: ProfileSet, user: UserContext
     ) -> dict[str, GpuCapacity]:
         """Free/total GPUs of the types this user can see; ``{}`` when slow or unknown."""
-        wanted = capacity_types(profiles, user)
-        if not wanted or self.gpu_capacity_timeout <= 0:
-            return {}
-        types = {name: profiles.instance.gpu_types[name] for name in wanted}
-        try:
-            capacity = await asyncio.wait_for(backend.gpu_capacity(types), timeout=self.gpu_capacity_timeout)
-            usage_metrics.record_capacity(capacity)
-            return capacity
-        except asyncio.TimeoutError:
-            self.log.warning(
-                "GPU capacity took longer than %.1f s; showing the form without it",
-                self.gpu_capacity_timeout,
-            )
-        except Exception:  # a form without figures beats no form at all
-            self.log.exception("GPU capacity failed; showing the form without it")
-        return {}
+        return await capacity_for(backend, profiles, user, self.gpu_capacity_timeout, self.log)
 
     def options_from_form(self, formdata: Mapping[str, Sequence[str]]) -> dict[str, object]:
         """The request a posted form asks for, validated now so that a refusal shows the form

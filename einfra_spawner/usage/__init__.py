@@ -5,8 +5,8 @@
 * :mod:`.schema` and :mod:`.ledger` store the intervals through SQLAlchemy (blocking I/O, run on
   a worker thread by the spawner).
 * :mod:`.recorder` is one server's side (a collaborator of EInfraSpawner); :mod:`.metrics`
-  (prometheus_client) and :mod:`.handlers` (the hub's JSON route for GPU figures) are the other
-  hub-facing edges. :mod:`.report` (pure) formats the operators' report of ``einfra-spawner usage``.
+  (prometheus_client) is the other hub-facing edge. :mod:`.report` (pure) formats the
+  operators' report of ``einfra-spawner usage``.
 """
 
 from __future__ import annotations

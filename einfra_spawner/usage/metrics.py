@@ -8,22 +8,16 @@ live in prometheus_client's default registry, which is the one JupyterHub's hand
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from prometheus_client import Counter, Histogram
 
-from prometheus_client import Counter, Gauge, Histogram
-
-from ..backend import GpuCapacity
 from .cost import Cost, Interval, interval_cost
 
 __all__ = [
     "COST",
-    "GPUS_FREE",
-    "GPUS_TOTAL",
     "RECONCILE_ACTIONS",
     "SPAWN_DURATION",
     "SPAWN_FAILURES",
     "CostMeter",
-    "record_capacity",
     "record_cost",
 ]
 
@@ -38,8 +32,6 @@ SPAWN_FAILURES = Counter(
     "Starts refused or failed, by reason (options, quota, backend, error)",
     ["reason"],
 )
-GPUS_FREE = Gauge("einfra_gpus_free", "Free GPUs (or slices) of each type, when last computed", ["gpu"])
-GPUS_TOTAL = Gauge("einfra_gpus_total", "All GPUs (or slices) of each type, when last computed", ["gpu"])
 COST = Counter(
     "einfra_cost",
     "Cost accumulated by running servers, by profile, in the instance's currency",
@@ -51,12 +43,6 @@ RECONCILE_ACTIONS = Counter(
     "What the reconciler did (remove_orphan, close_interval, mark_running), done or failed",
     ["action", "outcome"],
 )
-
-
-def record_capacity(capacity: Mapping[str, GpuCapacity]) -> None:
-    for gpu, figures in capacity.items():
-        GPUS_FREE.labels(gpu=gpu).set(figures.free)
-        GPUS_TOTAL.labels(gpu=gpu).set(figures.total)
 
 
 def record_cost(profile: str, cost: Cost) -> None:
