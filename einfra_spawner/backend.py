@@ -25,8 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import EInfraError
 from .models import GpuType
+from .options import ResolvedOptions
 from .render import Manifests, ServerIdentity, SingleUser
-from .resolve import ResolvedOptions
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -17,8 +17,8 @@ from prometheus_client import Gauge
 
 from .backend import Backend, GpuCapacity
 from .form import capacity_types
+from .options import UserContext
 from .profiles import ProfileSet
-from .resolve import UserContext
 
 __all__ = ["GPUS_FREE", "GPUS_TOTAL", "capacity_for", "record_capacity"]
 

@@ -39,13 +39,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from .backend import GpuCapacity
 from .models import NO_GPU, CpuOption, GpuChoice, Instance, MemoryOption, Profile
+from .options import ResolvedOptions, UserContext, default_profile_for, granted, quantity_option
 from .profiles import ProfileSet
 from .quantities import format_cpu, format_memory
-from .resolve import ResolvedOptions, UserContext, granted
 
 __all__ = [
     "CUSTOM_IMAGE_VALUE",
@@ -267,15 +267,6 @@ def _capacity_note(capacity: GpuCapacity | None) -> str:
 
 
 # --- building the view -------------------------------------------------------------------------
-
-
-def default_profile_for(profiles: ProfileSet, user: UserContext) -> Profile | None:
-    """The profile a request without ``profile`` gets: the instance default when the user's
-    groups admit it, else the first profile they admit (the resolver's rule)."""
-    allowed = [p for p in profiles.profiles if granted(p.groups, user, profiles.instance)]
-    if profiles.default_profile in allowed:
-        return profiles.default_profile
-    return allowed[0] if allowed else None
 
 
 def capacity_types(profiles: ProfileSet, user: UserContext) -> tuple[str, ...]:
@@ -591,15 +582,15 @@ def _single(values: Sequence[str]) -> str | Sequence[str]:
     return values[0] if len(values) == 1 else values
 
 
-def _effective_fixed(profile: Profile, gpu: object, key: str) -> bool:
-    """Whether ``key`` (cpu or memory) is fixed by the GPU type the form asks for."""
+def _effective_fixed(profile: Profile, gpu: object, key: Literal["cpu", "memory"]) -> bool:
+    """Whether ``key`` (cpu or memory) is fixed with the GPU type the form asks for (the
+    resolver's rule, :func:`~einfra_spawner.options.quantity_option`)."""
     choice = next((c for c in profile.gpu.choices if c.id == gpu), None)
     if choice is None:
         choice = profile.gpu.default_choice() if gpu is None else None
     if choice is None:
         return False  # an unknown GPU: the resolver refuses it and says why
-    option = choice.cpu if key == "cpu" else choice.memory
-    return option is not None and option.fixed
+    return quantity_option(profile, choice, key).fixed
 
 
 def request_from_form(
@@ -639,7 +630,8 @@ def request_from_form(
     gpu_chosen = gpu if gpu is not None else profile.gpu.default_choice().id
     if count is not None and gpu_chosen != NO_GPU:
         request["gpu_count"] = count
-    for key in ("cpu", "memory"):
+    keys: tuple[Literal["cpu", "memory"], ...] = ("cpu", "memory")
+    for key in keys:
         value = field(key)
         if value is not None and not _effective_fixed(profile, gpu, key):
             request[key] = value

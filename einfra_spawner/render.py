@@ -16,8 +16,8 @@ from typing import Any
 
 from .models import CsiSource, NfsSource, PvcSource, Toleration
 from .names import ServerNames
+from .options import ResolvedMount, ResolvedOptions
 from .quantities import format_cpu, format_memory
-from .resolve import ResolvedMount, ResolvedOptions
 
 __all__ = [
     "ANNOTATION_SERVER",

@@ -10,7 +10,6 @@ through here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from .errors import OptionsError
@@ -21,13 +20,21 @@ from .models import (
     CsiSource,
     GpuChoice,
     ImageChoice,
-    Instance,
     MemoryOption,
     NfsSource,
-    PodSecurity,
     Profile,
     PvcSource,
-    Toleration,
+)
+from .options import (
+    CUSTOM_IMAGE,
+    ResolvedGpu,
+    ResolvedHome,
+    ResolvedMount,
+    ResolvedOptions,
+    UserContext,
+    default_profile_for,
+    granted,
+    quantity_option,
 )
 from .profiles import ProfileSet
 from .quantities import format_cpu, format_memory, parse_cpu, parse_memory
@@ -48,106 +55,6 @@ REQUEST_KEYS = ("profile", "image", "cpu", "memory", "gpu", "gpu_count", "home",
 _HOME_VALUES = ("keep", "reset")
 _MAX_VALUE_CHARS = 512
 _MAX_MOUNTS = 64
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UserContext:
-    """Who asks: the JupyterHub user name, their groups and whether they are an admin."""
-
-    name: str
-    groups: frozenset[str] = frozenset()
-    admin: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResolvedGpu:
-    """GPUs granted: ``count`` of the extended resource ``resource``, on nodes that match."""
-
-    id: str
-    display_name: str
-    resource: str
-    count: int
-    node_selector: tuple[tuple[str, str], ...] = ()
-    tolerations: tuple[Toleration, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResolvedHome:
-    """The home volume. ``ephemeral``: fresh at every start (reset ``always``); ``reset``: the user
-    asked, in this request, for the persistent home to be emptied before this start."""
-
-    size: int
-    storage_class: str | None
-    mount_path: str
-    access_modes: tuple[str, ...]
-    ephemeral: bool
-    reset: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResolvedMount:
-    """An extra volume granted to this user."""
-
-    id: str
-    mount_path: str
-    read_only: bool
-    sub_path: str | None
-    source: PvcSource | NfsSource | CsiSource
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResolvedOptions:
-    """Everything one spawn was granted. Frozen; change it only with ``dataclasses.replace``.
-
-    CPU is in millicores and memory in bytes. Limits are what the user chose; guarantees are
-    what the profile guarantees (never more than the limit).
-    """
-
-    instance: str
-    profile: str
-    profile_display_name: str
-    image: str
-    image_choice: str
-    cpu_limit: int
-    cpu_guarantee: int
-    memory_limit: int
-    memory_guarantee: int
-    gpu: ResolvedGpu | None
-    home: ResolvedHome | None
-    mounts: tuple[ResolvedMount, ...]
-    env: tuple[tuple[str, str], ...]
-    default_url: str | None
-    node_selector: tuple[tuple[str, str], ...]
-    tolerations: tuple[Toleration, ...]
-    pod_security: PodSecurity
-
-    def user_options(self) -> dict[str, object]:
-        """The request that resolves to exactly these options (for "your last choices")."""
-        options: dict[str, object] = {
-            "profile": self.profile,
-            "image": self.image if self.image_choice == CUSTOM_IMAGE else self.image_choice,
-            "cpu": format_cpu(self.cpu_limit),
-            "memory": format_memory(self.memory_limit),
-            "gpu": self.gpu.id if self.gpu else NO_GPU,
-            "gpu_count": self.gpu.count if self.gpu else 0,
-            "mounts": [m.id for m in self.mounts],
-        }
-        if self.home is not None and not self.home.ephemeral:
-            options["home"] = "reset" if self.home.reset else "keep"
-        return options
-
-
-#: ``image_choice`` of a custom image.
-CUSTOM_IMAGE = "custom"
-
-
-def granted(groups: Sequence[str], user: UserContext, instance: Instance) -> bool:
-    """Whether something limited to ``groups`` is open to ``user`` (no groups: open to all)."""
-    if not groups:
-        return True
-    if user.admin and instance.admins_bypass_groups:
-        return True
-    return not user.groups.isdisjoint(groups)
 
 
 def _scalar(key: str, value: object) -> str | int | float:
@@ -208,11 +115,9 @@ class _Resolver:
     def profile(self) -> Profile:
         allowed = [p for p in self.profiles.profiles if self.open(p.groups)]
         if "profile" not in self.request:
-            default = self.profiles.default_profile
-            if default in allowed:
+            default = default_profile_for(self.profiles, self.user)
+            if default is not None:
                 return default
-            if allowed:
-                return allowed[0]
             raise OptionsError(
                 "profile",
                 None,
@@ -350,8 +255,10 @@ class _Resolver:
         profile = self.profile()
         image, image_choice = self.image(profile)
         gpu_choice, gpu = self.gpu(profile)
-        cpu_limit, cpu_guarantee = self.quantity("cpu", gpu_choice.cpu or profile.cpu)
-        memory_limit, memory_guarantee = self.quantity("memory", gpu_choice.memory or profile.memory)
+        cpu_limit, cpu_guarantee = self.quantity("cpu", quantity_option(profile, gpu_choice, "cpu"))
+        memory_limit, memory_guarantee = self.quantity(
+            "memory", quantity_option(profile, gpu_choice, "memory")
+        )
         return ResolvedOptions(
             instance=self.instance.name,
             profile=profile.slug,

@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from ..errors import EInfraError
 from .cost import Interval, Rates
 from .schema import INTERVALS, migrate
 
@@ -79,7 +80,7 @@ _SEEN = (
 )
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(EInfraError):
     """A start refused by a quota; the message says the limit and what is in use."""
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..models import Quotas
-from ..resolve import ResolvedOptions, UserContext
+from ..options import ResolvedOptions, UserContext
 from .cost import Cost, Interval, money
 
 __all__ = ["QuotaUse", "describe_quotas", "quota_refusal", "quota_use"]

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from ..models import Instance
-from ..resolve import ResolvedOptions, UserContext
+from ..options import ResolvedOptions, UserContext
 from . import metrics
 from .cost import Cost, Interval, describe_cost, interval_cost, rates_for, usage_cost, window
 from .ledger import AsyncLedger, Ledger, end_interval, mark_running, open_interval, seen_running
