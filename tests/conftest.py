@@ -1,4 +1,4 @@
-"""Shared test configuration: every async test must leave no task running behind it."""
+"""Shared test configuration: the harness's fixtures, and no async test leaves a task running."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+
+# The harness's fixtures (fake_k8s, k8s_api_client, ...) are opt-in: the package registers no
+# pytest11 entry point, so other test suites in the same environment do not load them. This
+# repository loads them with `-p einfra_spawner.testing.pytest_plugin` (pyproject's addopts), which
+# also covers docs/backends/example, a test root of its own.
 
 
 @pytest_asyncio.fixture(autouse=True)

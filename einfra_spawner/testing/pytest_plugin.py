@@ -11,8 +11,11 @@
   the cluster of the kubeconfig named by ``EINFRA_TEST_KUBECONFIG`` (namespace from
   ``EINFRA_TEST_NAMESPACE``, default "default") when set, otherwise a fake server.
 
-The fixtures are async and need pytest-asyncio. Load them with the ``pytest11`` entry point
-or ``from einfra_spawner.testing.pytest_plugin import *`` in a conftest.py.
+The fixtures are async and need pytest-asyncio. The plugin is opt-in (einfra-spawner registers
+no ``pytest11`` entry point, so installing it adds no fixtures to other test suites): load it with
+``pytest -p einfra_spawner.testing.pytest_plugin``, or with
+``pytest_plugins = ["einfra_spawner.testing.pytest_plugin"]`` in the top-level conftest.py of a
+test suite.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Fixtures for the harness's own tests (the harness's fixtures come from its pytest plugin,
-registered as the ``pytest11`` entry point ``einfra_spawner_testing``)."""
+which this repository's pytest configuration loads with ``-p``)."""
 
 from __future__ import annotations
 
