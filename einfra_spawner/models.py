@@ -23,6 +23,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -581,16 +582,21 @@ class Profile(_Strict):
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_labels(value)
 
-    @model_validator(mode="after")
-    def _check(self) -> Profile:
-        _ids_unique(self.mounts, "mount")
-        paths = [m.mount_path for m in self.mounts]
-        if self.home is not None:
-            paths.append(self.home.mount_path)
+    @field_validator("mounts")
+    @classmethod
+    def _mounts_apart(cls, mounts: tuple[Mount, ...], info: ValidationInfo) -> tuple[Mount, ...]:
+        # A field validator, not a model one: a model validator runs only when every key is valid,
+        # so a broken key elsewhere would hide this problem. ``home`` comes before ``mounts`` and
+        # is in ``info.data`` when it is valid.
+        _ids_unique(mounts, "mount")
+        paths = [m.mount_path for m in mounts]
+        home = info.data.get("home")
+        if isinstance(home, HomeOption):
+            paths.append(home.mount_path)
         duplicates = sorted({p for p in paths if paths.count(p) > 1})
         if duplicates:
             raise ValueError(f"two volumes are mounted at {duplicates[0]!r}")
-        return self
+        return mounts
 
 
 class Prices(_Strict):

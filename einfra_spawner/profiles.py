@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import Problem, ProfileError, describe_value
-from .models import NO_GPU, Instance, Profile
+from .models import NO_GPU, ChoiceId, Instance, Profile, Slug
 
 __all__ = [
     "INSTANCE_FILE",
@@ -143,8 +143,10 @@ def _problems_from(name: str, model: type[BaseModel], error: ValidationError) ->
             value = None
         elif item["type"] == "missing":
             value = None
-        elif isinstance(item.get("input"), dict):
-            value = None  # a whole mapping says nothing useful next to the message
+        elif isinstance(item.get("input"), dict) or (
+            item["type"] == "value_error" and isinstance(item.get("input"), list)
+        ):
+            value = None  # a whole mapping, or a list our own check describes, says nothing more
         problems.append(Problem(name, _key_path(loc), message, value))
     return problems
 
@@ -162,37 +164,107 @@ def _validate(name: str, model: type[BaseModel], data: Any, problems: list[Probl
         return None
 
 
-def _cross_check(instance: Instance, profiles: list[tuple[str, Profile]], problems: list[Problem]) -> None:
+@dataclass(frozen=True, slots=True)
+class _InstanceView:
+    """What the cross-file checks need from ``instance.yaml``, read from its raw data, so that they
+    run even when the file has schema errors. ``None``: that part cannot be read, and the checks
+    that need it are skipped (a check on a guess would report problems that are not there)."""
+
+    gpu_types: frozenset[str] | None = None
+    #: The GPU types with a price; ``None`` when there are no prices (nothing to check) or they
+    #: cannot be read.
+    priced_gpus: frozenset[str] | None = None
+    default_profile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _ProfileView:
+    """What the cross-file checks need from one profile file, read as for :class:`_InstanceView`."""
+
+    file: str
+    slug: str | None
+    #: (index in ``gpu.choices``, id) of each GPU choice whose id can be read.
+    gpu_choices: tuple[tuple[int, str], ...] = ()
+
+
+_SLUG = TypeAdapter(Slug)
+_CHOICE_ID = TypeAdapter(ChoiceId)
+
+
+def _valid(adapter: TypeAdapter[str], value: Any) -> str | None:
+    """``value`` when it is valid on its own (its own problems are reported by the schema check)."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _string_keys(value: Any) -> frozenset[str] | None:
+    return frozenset(k for k in value if isinstance(k, str)) if isinstance(value, dict) else None
+
+
+def _instance_view(data: Any) -> _InstanceView:
+    if not isinstance(data, dict):
+        return _InstanceView()
+    prices = data.get("prices")
+    priced = _string_keys(prices.get("gpu_hour", {})) if isinstance(prices, dict) else None
+    return _InstanceView(
+        gpu_types=_string_keys(data.get("gpu_types", {})),
+        priced_gpus=priced,
+        default_profile=_valid(_SLUG, data.get("default_profile")),
+    )
+
+
+def _profile_view(name: str, data: Any) -> _ProfileView:
+    if not isinstance(data, dict):
+        return _ProfileView(name, None)
+    # The short forms of GpuOption and GpuChoice: a scalar, a list of choices, a mapping.
+    gpu = data.get("gpu")
+    choices = gpu.get("choices") if isinstance(gpu, dict) else [gpu] if isinstance(gpu, str) else gpu
+    found = []
+    for index, choice in enumerate(choices if isinstance(choices, list) else []):
+        raw_id = choice.get("id") if isinstance(choice, dict) else choice
+        choice_id = _valid(_CHOICE_ID, raw_id)
+        if choice_id is not None:
+            found.append((index, choice_id))
+    return _ProfileView(name, _valid(_SLUG, data.get("slug")), tuple(found))
+
+
+def _cross_check(instance: _InstanceView, profiles: list[_ProfileView], problems: list[Problem]) -> None:
     """What no single file can check: names across files, GPU types, prices."""
     seen: dict[str, str] = {}
-    for name, profile in profiles:
-        if profile.slug in seen:
-            problems.append(Problem(name, "slug", f"slug is used by {seen[profile.slug]} too", profile.slug))
-        seen.setdefault(profile.slug, name)
-        for index, choice in enumerate(profile.gpu.choices):
-            if choice.id != NO_GPU and choice.id not in instance.gpu_types:
+    for profile in profiles:
+        name = profile.file
+        if profile.slug is not None:
+            if profile.slug in seen:
+                problems.append(
+                    Problem(name, "slug", f"slug is used by {seen[profile.slug]} too", repr(profile.slug))
+                )
+            seen.setdefault(profile.slug, name)
+        for index, choice_id in profile.gpu_choices:
+            if choice_id == NO_GPU or instance.gpu_types is None:
+                continue
+            if choice_id not in instance.gpu_types:
                 known = ", ".join([NO_GPU, *sorted(instance.gpu_types)])
                 problems.append(
                     Problem(
                         name,
                         f"gpu.choices[{index}].id",
                         f"not a GPU type of this instance; allowed: {known}",
-                        repr(choice.id),
+                        repr(choice_id),
                     )
                 )
-            elif (
-                choice.id != NO_GPU
-                and instance.prices is not None
-                and choice.id not in instance.prices.gpu_hour
-            ):
+            elif instance.priced_gpus is not None and choice_id not in instance.priced_gpus:
                 problems.append(
                     Problem(
                         INSTANCE_FILE,
                         "prices.gpu_hour",
-                        f"no price for GPU type {choice.id!r}, which {name} offers",
+                        f"no price for GPU type {choice_id!r}, which {name} offers",
                     )
                 )
-    if instance.default_profile is not None and instance.default_profile not in seen:
+    # A profile whose slug cannot be read may be the default one: then nothing can be said.
+    all_known = all(p.slug is not None for p in profiles)
+    if instance.default_profile is not None and instance.default_profile not in seen and all_known:
         problems.append(
             Problem(
                 INSTANCE_FILE,
@@ -232,6 +304,24 @@ def _profile_warnings(name: str, profile: Profile) -> list[Problem]:
     return warnings
 
 
+def _profile_files(instance: Any, files: Mapping[str, str], problems: list[Problem]) -> list[str]:
+    """The profile files of the instance: those its ``profiles`` key lists (each checked to exist),
+    else every other file. Read from the raw data, so that a schema error elsewhere in
+    ``instance.yaml`` does not change which files are checked."""
+    listed = instance.get("profiles") if isinstance(instance, dict) else None
+    if not isinstance(listed, list):
+        return sorted(n for n in files if n != INSTANCE_FILE)
+    names = []
+    for index, name in enumerate(listed):
+        if not isinstance(name, str):
+            continue  # reported by the schema check
+        if name in files:
+            names.append(name)
+        else:
+            problems.append(Problem(INSTANCE_FILE, f"profiles[{index}]", "no such file", repr(name)))
+    return names
+
+
 def parse_profile_set(files: Mapping[str, str], source: str = "") -> ProfileSet:
     """Validate an instance from file texts (``instance.yaml`` and profile files, by file name).
 
@@ -240,30 +330,21 @@ def parse_profile_set(files: Mapping[str, str], source: str = "") -> ProfileSet:
     problems: list[Problem] = []
     if INSTANCE_FILE not in files:
         raise ProfileError([Problem(source or ".", "", f"there is no {INSTANCE_FILE}")])
-    instance = _validate(
-        INSTANCE_FILE,
-        Instance,
-        _parse_yaml(INSTANCE_FILE, files[INSTANCE_FILE], problems),
-        problems,
-    )
-    if instance is not None and instance.profiles is not None:
-        names = list(instance.profiles)
-        for index, name in enumerate(names):
-            if name not in files:
-                problems.append(Problem(INSTANCE_FILE, f"profiles[{index}]", "no such file", repr(name)))
-    else:
-        names = sorted(n for n in files if n != INSTANCE_FILE)
+    instance_data = _parse_yaml(INSTANCE_FILE, files[INSTANCE_FILE], problems)
+    instance = _validate(INSTANCE_FILE, Instance, instance_data, problems)
+    names = _profile_files(instance_data, files, problems)
     profiles: list[tuple[str, Profile]] = []
+    views: list[_ProfileView] = []
     for name in names:
-        if name in files:
-            data = _parse_yaml(name, files[name], problems)
-            profile = _validate(name, Profile, data, problems)
-            if profile is not None:
-                profiles.append((name, profile))
+        data = _parse_yaml(name, files[name], problems)
+        profile = _validate(name, Profile, data, problems)
+        if profile is not None:
+            profiles.append((name, profile))
+        views.append(_profile_view(name, data))
     if not names:
         problems.append(Problem(source or ".", "", "the instance has no profile files"))
-    if instance is not None:
-        _cross_check(instance, profiles, problems)
+    # Run even when files have schema errors, on what can be read: every problem in one pass.
+    _cross_check(_instance_view(instance_data), views, problems)
     if problems or instance is None:
         raise ProfileError(problems)
     warnings = tuple(w for name, profile in profiles for w in _profile_warnings(name, profile))

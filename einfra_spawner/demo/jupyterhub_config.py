@@ -10,6 +10,8 @@ cookie secret, homes, logs) goes to one state folder. Environment variables (all
   the fake API server of ``einfra_spawner.testing`` in process mode (a test harness, not a
   cluster: each pod runs as a local process on its own 127.0.0.N address);
 * ``EINFRA_DEMO_PORT``: the port on 127.0.0.1 (default 8000);
+* ``EINFRA_DEMO_HUB_PORT`` and ``EINFRA_DEMO_PROXY_API_PORT``: the loopback ports of the hub's API
+  and of the proxy's API (default JupyterHub's, 8081 and 8001);
 * ``EINFRA_DEMO_USAGE_DB``: the usage ledger's SQLAlchemy URL (default: ``einfra-usage.sqlite``
   in the state folder).
 
@@ -40,6 +42,10 @@ c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
+if os.environ.get("EINFRA_DEMO_HUB_PORT"):
+    c.JupyterHub.hub_port = int(os.environ["EINFRA_DEMO_HUB_PORT"])
+if os.environ.get("EINFRA_DEMO_PROXY_API_PORT"):
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{int(os.environ['EINFRA_DEMO_PROXY_API_PORT'])}"
 
 # The spawner: profiles, backend, and the named-server limit from instance.yaml.
 configure(c, profiles, backend=backend)

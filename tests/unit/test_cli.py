@@ -41,6 +41,31 @@ def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:
     ]
 
 
+def test_validate_lists_every_planted_error_and_no_other(tmp_path: Path) -> None:
+    # Issue 12, item 7: an unknown key, a bad CPU value and a GPU choice naming no GPU type of the
+    # instance, in one profile that is the instance's default profile.
+    (tmp_path / "instance.yaml").write_text(
+        "name: x\ndisplay_name: X\ndefault_profile: p\n"
+        "gpu_types: {a40: {display_name: A40, resource: nvidia.com/gpu}}\n"
+    )
+    (tmp_path / "p.yaml").write_text(
+        "slug: p\ndisplay_name: P\nimage: a:1\nmemory: 1Gi\ncolour: red\n"
+        "cpu: {choices: [1, lots]}\ngpu: [none, a40, h100]\n"
+    )
+    status, out, err = run("validate", str(tmp_path))
+    assert status == 1 and out == ""
+    profile = tmp_path / "p.yaml"
+    assert sorted(err.splitlines()) == [
+        f"{profile}: colour: unknown key; allowed keys: cpu, default_url, description, display_name, "
+        "env, gpu, groups, home, image, memory, mounts, node_selector, slug, tolerations",
+        f"{profile}: cpu.choices[1].value: must be a CPU count such as 2, 0.5 or '500m' "
+        "(not a Kubernetes quantity) (found 'lots')",
+        f"{profile}: gpu.choices[2].id: not a GPU type of this instance; allowed: none, a40 (found 'h100')",
+    ]
+    # The same three when the profile file is named alone (it is checked in its instance folder).
+    assert run("validate", str(profile)) == (status, out, err)
+
+
 def test_validate_warns_when_a_custom_pattern_matches_a_gated_image(tmp_path: Path) -> None:
     (tmp_path / "instance.yaml").write_text("name: x\ndisplay_name: X\n")
     (tmp_path / "lab.yaml").write_text(GATED_PROFILE)

@@ -172,6 +172,69 @@ def test_cross_file_checks() -> None:
     assert any("default_profile: not the slug of a profile; allowed: py" in p for p in problems)
 
 
+#: One profile with three planted errors: an unknown key, a bad CPU value, a GPU choice naming no
+#: GPU type of the instance (issue 12, item 7).
+THREE_ERRORS = PROFILE.replace("cpu: {choices: [1, 2], guarantee: 0.5}", "cpu: {choices: [1, lots]}").replace(
+    "gpu: [none, {id: a40, groups: [gpu]}]", "gpu: [none, {id: a40, groups: [gpu]}, h100]\ncolour: red"
+)
+
+
+def test_every_planted_error_is_reported_and_only_those() -> None:
+    problems = problems_of({"instance.yaml": INSTANCE + "default_profile: py\n", "py.yaml": THREE_ERRORS})
+    assert sorted(problems) == [
+        "py.yaml: colour: unknown key; allowed keys: cpu, default_url, description, display_name, env, "
+        "gpu, groups, home, image, memory, mounts, node_selector, slug, tolerations",
+        "py.yaml: cpu.choices[1].value: must be a CPU count such as 2, 0.5 or '500m' "
+        "(not a Kubernetes quantity) (found 'lots')",
+        "py.yaml: gpu.choices[2].id: not a GPU type of this instance; allowed: none, a40 (found 'h100')",
+    ]
+
+
+def test_cross_file_checks_read_what_they_can_of_broken_files() -> None:
+    # instance.yaml has an error of its own; its GPU types, prices and default profile still count.
+    instance = INSTANCE.replace("name: test", "name: test\nservers_per_user: 0") + "default_profile: nope\n"
+    broken_gpu_type = "  h100: {display_name: H100, resource: 'not a resource'}\n"
+    instance = instance.replace("prices:", broken_gpu_type + "prices:")
+    second = THREE_ERRORS.replace("slug: py", "slug: py2").replace("h100", "{id: b200, max_count: 0}")
+    problems = problems_of({"instance.yaml": instance, "a.yaml": THREE_ERRORS, "b.yaml": second})
+    assert "instance.yaml: servers_per_user: Input should be greater than or equal to 1 (found 0)" in problems
+    assert any(p.startswith("instance.yaml: gpu_types.h100.resource: must be") for p in problems)
+    # h100 is a GPU type (one with an error): naming it is no error, but it has no price.
+    assert not any("a.yaml: gpu.choices[2].id" in p for p in problems)
+    assert "instance.yaml: prices.gpu_hour: no price for GPU type 'h100', which a.yaml offers" in problems
+    assert any("b.yaml: gpu.choices[2].max_count: Input should be greater than" in p for p in problems)
+    assert (
+        "b.yaml: gpu.choices[2].id: not a GPU type of this instance; allowed: none, a40, h100 (found 'b200')"
+        in problems
+    )
+    default = "instance.yaml: default_profile: not the slug of a profile; allowed: py, py2 (found 'nope')"
+    assert default in problems
+    # A slug given twice is found among broken files too.
+    problems = problems_of({"instance.yaml": INSTANCE, "a.yaml": THREE_ERRORS, "b.yaml": THREE_ERRORS})
+    assert "b.yaml: slug: slug is used by a.yaml too (found 'py')" in problems
+
+
+def test_checks_across_keys_of_a_profile_run_when_other_keys_are_broken() -> None:
+    mounts = "mounts: [{id: d, mount_path: /data, pvc: {claim_name: d}}]\n"
+    clash = THREE_ERRORS + "home: {size: 1Gi, mount_path: /data}\n" + mounts
+    problems = problems_of({"instance.yaml": INSTANCE, "py.yaml": clash})
+    assert "py.yaml: mounts: two volumes are mounted at '/data'" in problems
+    assert len(problems) == 4
+
+
+def test_no_cross_file_check_on_what_cannot_be_read() -> None:
+    # The default profile may be the one whose slug cannot be read: not reported.
+    unreadable = {"instance.yaml": INSTANCE + "default_profile: py\n", "py.yaml": "a: [unclosed\n"}
+    assert [p.split(": ")[1] for p in problems_of(unreadable)] == ["line 2, column 1"]
+    bad_slug = PROFILE.replace("slug: py", "slug: Py")
+    problems = problems_of({"instance.yaml": INSTANCE + "default_profile: py\n", "py.yaml": bad_slug})
+    assert len(problems) == 1 and problems[0].startswith("py.yaml: slug: must be a lower-case DNS label")
+    # GPU types that cannot be read: profiles naming GPUs are not checked against them.
+    instance = INSTANCE.replace("gpu_types:", "gpu_types: [a40]\nunused:")
+    problems = problems_of({"instance.yaml": instance, "py.yaml": PROFILE})
+    assert [p.split(": ")[1] for p in problems] == ["gpu_types", "unused"]
+
+
 def test_yaml_problems() -> None:
     problems = problems_of({"instance.yaml": INSTANCE, "py.yaml": PROFILE + "slug: again\n"})
     assert problems == ["py.yaml: line 7, column 1: not valid YAML: duplicate key 'slug'"]
