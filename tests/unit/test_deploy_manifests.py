@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-MANIFEST_FILES = sorted(p for p in DEPLOY.rglob("*.yaml") if "kind:" in p.read_text())
+#: kind's own configuration is no Kubernetes object (test_kind_scripts.py checks it).
+NOT_KUBERNETES = {"kind/cluster.yaml"}
+MANIFEST_FILES = sorted(
+    p
+    for p in DEPLOY.rglob("*.yaml")
+    if "kind:" in p.read_text() and str(p.relative_to(DEPLOY)) not in NOT_KUBERNETES
+)
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -20,8 +26,20 @@ def documents(path: Path) -> list[dict[str, Any]]:
 
 def test_every_manifest_file_is_found() -> None:
     names = {str(p.relative_to(DEPLOY)) for p in MANIFEST_FILES}
-    assert {"rbac.yaml", "rbac-user-namespaces.yaml", "z2jh-rbac.yaml"} <= names
+    assert {
+        "rbac.yaml",
+        "rbac-user-namespaces.yaml",
+        "z2jh-rbac.yaml",
+        "z2jh-rbac-user-namespaces.yaml",
+        "z2jh-rbac-capacity-all-namespaces.yaml",
+        "netpol-singleuser.yaml",
+        "kind/namespaces.yaml",
+    } <= names
     assert "z2jh-values.yaml" not in names  # Helm values, checked by test_deploy_values.py
+    for path in DEPLOY.rglob("*.yaml"):
+        if str(path.relative_to(DEPLOY)) not in NOT_KUBERNETES:
+            for document in documents(path):
+                assert not str(document.get("apiVersion", "")).endswith("x-k8s.io/v1alpha4"), path
 
 
 @pytest.mark.parametrize("path", MANIFEST_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
@@ -64,4 +82,24 @@ def test_the_singleuser_network_policy_selects_the_rendered_pods() -> None:
     options = resolve_options(profiles, UserContext(name="ada"), {})
     pod = render_manifests(options, ServerIdentity(user="ada", server="")).pod
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
-    assert policy["spec"]["policyTypes"] == ["Egress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+def test_the_optional_grants_are_bound_to_the_charts_hub_and_read_only_where_they_should() -> None:
+    """capacity_all_namespaces: list and watch pods everywhere, nothing else. user_namespaces on
+    the chart: the ClusterRole of rbac-user-namespaces.yaml, bound to the chart's ``hub``."""
+    capacity = documents(DEPLOY / "z2jh-rbac-capacity-all-namespaces.yaml")
+    (role,) = [d for d in capacity if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    (binding,) = [d for d in capacity if d["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert [(s["kind"], s["name"]) for s in binding["subjects"]] == [("ServiceAccount", "hub")]
+
+    (user_role,) = [d for d in documents(DEPLOY / "rbac-user-namespaces.yaml") if d["kind"] == "ClusterRole"]
+    (z2jh_binding,) = documents(DEPLOY / "z2jh-rbac-user-namespaces.yaml")
+    assert z2jh_binding["kind"] == "ClusterRoleBinding"
+    assert z2jh_binding["roleRef"]["name"] == user_role["metadata"]["name"]
+    assert [(s["kind"], s["name"]) for s in z2jh_binding["subjects"]] == [("ServiceAccount", "hub")]
+    # With user namespaces, the pod read that capacity_all_namespaces needs is already there.
+    pods = [rule for rule in user_role["rules"] if "pods" in rule["resources"]]
+    assert {"list", "watch"} <= {verb for rule in pods for verb in rule["verbs"]}
