@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -55,6 +54,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Float, Integer, Unicode, default
 
+from .asked import as_stored, asks_for_reset
 from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest
 from .capacity import capacity_for
 from .errors import BackendError, EInfraError, OptionsError, ProfileError
@@ -428,7 +428,7 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             self._store_user_options(self._granted or {})
             self._starting = False
             raise
-        self._granted = _as_stored(request)
+        self._granted = as_stored(request)
         self._spawn_began = time.monotonic()
         try:
             result = super().run_pre_spawn_hook()
@@ -451,45 +451,17 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         if not isinstance(request, Mapping):
             return request
         request = dict(request)
-        if request.get("home") == "reset" and not self._this_request_asks_reset():
+        handled = getattr(getattr(self, "handler", None), "request", None)
+        if request.get("home") == "reset" and not asks_for_reset(
+            handled, self.profile_set(), self.user_context()
+        ):
             self.log.info(
                 "Ignored a stored home reset for %s: a reset acts only in the request that asks for it",
                 self._log_name,
             )
             del request["home"]
-        self._store_user_options(_as_stored(request))
+        self._store_user_options(as_stored(request))
         return request
-
-    def _this_request_asks_reset(self) -> bool:
-        """Whether the HTTP request that started this spawn (form post, ``/hub/spawn?opt-...``
-        or REST body) itself asks for ``home: reset``."""
-        request = getattr(getattr(self, "handler", None), "request", None)
-        if request is None:
-            return False
-        asked: object = None
-        try:
-            if request.body_arguments:  # the options form, as JupyterHub's spawn page reads it
-                formdata = {
-                    key: [value.decode("utf8", "replace") for value in values]
-                    for key, values in request.body_arguments.items()
-                }
-                asked = request_from_form(formdata, self.profile_set(), self.user_context())
-            elif request.method == "GET":
-                query = {
-                    key[4:]: [value.decode("utf8", "replace") for value in values]
-                    for key, values in request.query_arguments.items()
-                    if key.startswith("opt-")
-                }
-                asked = request_from_query(query)
-            elif request.body:
-                body = json.loads(request.body)
-                # JupyterHub 6 takes {"user_options": {...}}; both take the flat body.
-                asked = (
-                    body.get("user_options") if isinstance(body, dict) and "user_options" in body else body
-                )
-        except (ValueError, OptionsError):
-            return False
-        return isinstance(asked, Mapping) and asked.get("home") == "reset"
 
     def _store_user_options(self, options: dict[str, Any]) -> None:
         """Replace the options JupyterHub keeps for this server (it commits them with its next
@@ -721,13 +693,6 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         if options is not None and options.default_url and images_apply:
             env["JUPYTERHUB_DEFAULT_URL"] = options.default_url
         return env
-
-
-def _as_stored(request: object) -> dict[str, Any]:
-    """What JupyterHub may keep of a request: all of it but a home reset."""
-    if not isinstance(request, Mapping):
-        return {}
-    return {key: value for key, value in request.items() if not (key == "home" and value == "reset")}
 
 
 def _options_applied_by_spawner(spawner: Any, user_options: Any) -> None:
