@@ -589,7 +589,7 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             )
             self.usage().leave_open()  # the reconciler closes it when the server is gone
             return
-        await self.usage().ended(time.time())
+        await self.usage().ended(time.time(), ran=True)
 
     async def poll(self) -> int | None:
         """``None`` while the server runs, else its exit status (0 when never started).
@@ -612,7 +612,7 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         else:
             # Gone, at some moment since it was last seen running (perhaps while the hub was
             # down): the interval ends there, not now.
-            await self.usage().ended(None)
+            await self.usage().ended(None, ran=True)
         return status
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:

@@ -63,18 +63,25 @@ _DELETE = sa.delete(INTERVALS).where(_COLUMNS.id == sa.bindparam("interval_id"))
 _CLOSE = (
     sa.update(INTERVALS).where(_COLUMNS.id == sa.bindparam("interval_id")).values(stopped=sa.bindparam("at"))
 )
+# A run whose "running" write was lost (a crash) closes as a run: seen until it stopped.
+_CLOSE_RUN = (
+    sa.update(INTERVALS)
+    .where(_COLUMNS.id == sa.bindparam("interval_id"))
+    .values(stopped=sa.bindparam("at"), last_seen=sa.bindparam("at"))
+)
 _MARK_RUNNING = (
     sa.update(INTERVALS)
     .where(_COLUMNS.id == sa.bindparam("interval_id"), _COLUMNS.stopped.is_(None))
     .values(started=sa.bindparam("now"), last_seen=sa.bindparam("now"))
 )
-# Never moves back: a late poll answer must not undo a later one.
+# Never moves back: a late poll answer must not undo a later one. A reservation seen running (its
+# "running" write was lost to a crash) becomes a run from its admission.
 _SEEN = (
     sa.update(INTERVALS)
     .where(
         _COLUMNS.id == sa.bindparam("interval_id"),
         _COLUMNS.stopped.is_(None),
-        _COLUMNS.last_seen < sa.bindparam("now"),
+        sa.or_(_COLUMNS.last_seen.is_(None), _COLUMNS.last_seen < sa.bindparam("now")),
     )
     .values(last_seen=sa.bindparam("now"))
 )
@@ -182,16 +189,25 @@ def seen_running(connection: sa.Connection, interval_id: int, now: float) -> Non
     connection.execute(_SEEN, {"interval_id": interval_id, "now": now})
 
 
-def end_interval(connection: sa.Connection, interval_id: int, at: float | None = None) -> Interval | None:
+def end_interval(
+    connection: sa.Connection, interval_id: int, at: float | None = None, *, ran: bool = False
+) -> Interval | None:
     """Close an open interval at ``at`` (a stop), or at its last-seen time when ``at`` is
-    ``None`` (found gone). One that never ran is deleted. Returns the closed interval, or
-    ``None`` when there was nothing open (or it never ran)."""
+    ``None`` (found gone). One that never ran is deleted, unless ``ran`` says the server did run
+    (the backend started it) although its "running" write was lost to a crash: it is then closed
+    as a run from its admission (to ``at``, or to its admission when the end is unknown: never
+    billed for time nobody saw). Returns the closed interval, or ``None`` when there was nothing
+    open (or it never ran)."""
     row = connection.execute(_OPEN_BY_ID, {"interval_id": interval_id}).first()
     if row is None:
         return None
     if row.last_seen is None:
-        connection.execute(_DELETE, {"interval_id": interval_id})
-        return None
+        if not ran:
+            connection.execute(_DELETE, {"interval_id": interval_id})
+            return None
+        stopped = row.started if at is None else max(at, row.started)
+        connection.execute(_CLOSE_RUN, {"interval_id": interval_id, "at": stopped})
+        return replace(_interval(row), stopped=stopped, last_seen=stopped)
     stopped = row.last_seen if at is None else max(at, row.started)
     connection.execute(_CLOSE, {"interval_id": interval_id, "at": stopped})
     return replace(_interval(row), stopped=stopped)
@@ -245,17 +261,18 @@ class Ledger:
 
     def seen_running(self, interval_id: int, now: float) -> Interval | None:
         """:func:`seen_running`; returns the interval as it was before (its ``last_seen`` says
-        since when the cost accrued), or ``None`` if it is not open or never ran."""
+        since when the cost accrued; ``None`` for a reservation, which becomes a run from its
+        admission), or ``None`` if it is not open."""
         with self.engine.begin() as connection:
             row = connection.execute(_OPEN_BY_ID, {"interval_id": interval_id}).first()
-            if row is None or row.last_seen is None:
+            if row is None:
                 return None
             seen_running(connection, interval_id, now)
             return _interval(row)
 
-    def end(self, interval_id: int, at: float | None = None) -> Interval | None:
+    def end(self, interval_id: int, at: float | None = None, *, ran: bool = False) -> Interval | None:
         """:func:`end_interval` in a transaction of its own."""
-        return self.run(partial(end_interval, interval_id=interval_id, at=at))
+        return self.run(partial(end_interval, interval_id=interval_id, at=at, ran=ran))
 
     def drop_reservations(self, instance: str, before: float | None = None) -> int:
         """Forget starts that never ran: at hub start, these are starts a crash cut short

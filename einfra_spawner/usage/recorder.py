@@ -148,16 +148,19 @@ class UsageRecorder:
         if self._meter is not None:
             self._meter.advance(now)
 
-    async def ended(self, at: float | None) -> None:
-        """Close this run's interval at ``at`` (``None``: where it was last seen running; a run
-        that never started leaves no row). Never raises: the ledger must not keep a server from
+    async def ended(self, at: float | None, *, ran: bool = False) -> None:
+        """Close this run's interval at ``at`` (``None``: where it was last seen running; a start
+        that never ran leaves no row; ``ran``: the backend did start it, so it is a run even if
+        its "running" write was lost). Never raises: the ledger must not keep a server from
         stopping (the reconciler closes what is left open)."""
         interval_id, self.interval_id = self.interval_id, None
         self._opened, self._meter = None, None
         if interval_id is None:
             return
         try:
-            closed = await self._ledger().write(partial(end_interval, interval_id=interval_id, at=at))
+            closed = await self._ledger().write(
+                partial(end_interval, interval_id=interval_id, at=at, ran=ran)
+            )
         except Exception:
             self.log.exception("Usage ledger: could not close interval %s", interval_id)
             return
@@ -204,7 +207,7 @@ class NullRecorder(UsageRecorder):
     def seen(self) -> None:
         return None
 
-    async def ended(self, at: float | None) -> None:
+    async def ended(self, at: float | None, *, ran: bool = False) -> None:
         self.interval_id = None
 
 

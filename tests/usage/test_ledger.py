@@ -82,6 +82,26 @@ def test_a_server_found_gone_ends_where_it_was_last_seen(ledger: Ledger) -> None
     assert closed is not None and closed.stopped == T0 + 600
 
 
+def test_a_run_whose_running_write_was_lost_is_still_billed(ledger: Ledger) -> None:
+    # The backend started it, then the hub died before "running" was written: a poll that sees
+    # it running, or a stop of a server that has backend state, makes it a run from admission.
+    seen_later = ledger.open(planned(server="seen", at=T0))
+    ledger.seen_running(seen_later.id, T0 + 600)
+    closed = ledger.end(seen_later.id, T0 + 900)
+    assert closed is not None and (closed.started, closed.last_seen, closed.stopped) == (
+        T0,
+        T0 + 600,
+        T0 + 900,
+    )
+    stopped_at_once = ledger.open(planned(server="stopped", at=T0))
+    closed = ledger.end(stopped_at_once.id, T0 + 60, ran=True)
+    assert closed is not None and (closed.last_seen, closed.stopped) == (T0 + 60, T0 + 60)
+    assert ledger.get(stopped_at_once.id) == closed
+    gone_unseen = ledger.open(planned(server="gone", at=T0))
+    closed = ledger.end(gone_unseen.id, None, ran=True)  # when it went is unknown: nothing billed
+    assert closed is not None and closed.stopped == T0
+
+
 def test_a_start_that_never_ran_leaves_nothing(ledger: Ledger) -> None:
     refused_by_backend = ledger.open(planned(server="a"))
     assert ledger.end(refused_by_backend.id, T0 + 5) is None
