@@ -15,6 +15,7 @@ from einfra_spawner.backend import GpuCapacity, ProgressEvent
 from einfra_spawner.resolve import ResolvedOptions
 
 __all__ = [
+    "exit_status",
     "failure_from_event",
     "failure_from_pod",
     "pod_is_ready",
@@ -35,6 +36,20 @@ def pod_is_ready(pod: dict[str, Any]) -> bool:
     if "Ready" in conditions:
         return bool(conditions["Ready"] == "True")
     return all(c.get("ready") for c in status.get("containerStatuses") or [])
+
+
+def exit_status(pod: dict[str, Any]) -> int | None:
+    """``None`` while the pod is not finished; once it is, its container's exit code (else 1
+    for a failed pod, 0 for one that succeeded)."""
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    if phase not in ("Succeeded", "Failed"):
+        return None
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            return int(terminated.get("exitCode") or 0) or (1 if phase == "Failed" else 0)
+    return 1 if phase == "Failed" else 0
 
 
 def progress_from_event(event: dict[str, Any]) -> ProgressEvent | None:

@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ._api import ApiError, KubeApi
+from ._api import ApiError, Gone, KubeApi, api_error
 
 __all__ = ["Informer", "Listener", "slim_pod"]
 
@@ -163,10 +163,6 @@ class Informer:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"informer-{self.resource}-{self.namespace}")
 
-    async def wait_synced(self) -> None:
-        self.start()
-        await self.synced.wait()
-
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -196,19 +192,19 @@ class Informer:
         self.relists += 1
         self.synced.set()
 
-    def _apply(self, event: dict[str, Any]) -> bool:
-        """Apply one watch event; False when the watch must list again (410 Gone)."""
+    def _apply(self, event: dict[str, Any]) -> None:
+        """Apply one watch event. An ERROR event raises its :class:`~._api.ApiError`:
+        :class:`~._api.Gone` (410) when the resourceVersion has expired and the watch must list
+        again."""
         kind = event.get("type")
         obj = event.get("object") or {}
         if kind == "ERROR":
-            if obj.get("code") == 410:
-                return False
-            raise ApiError(int(obj.get("code") or 500), obj, f"watch {self.resource}")
+            raise api_error(int(obj.get("code") or 500), obj, f"watch {self.resource}")
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if version:
             self.resource_version = str(version)
         if kind == "BOOKMARK":
-            return True
+            return
         if self.keep is not None:
             obj = self.keep(obj)
         key = object_key(obj)
@@ -219,9 +215,8 @@ class Informer:
                 self._forget(key)  # its index may have changed
             self._store(key, obj)
         else:
-            return True
+            return
         self._emit(str(kind), obj)
-        return True
 
     async def _run(self) -> None:
         failures = 0
@@ -238,22 +233,20 @@ class Informer:
                     applied += 1
                     if applied % EVENTS_PER_TURN == 0:
                         await asyncio.sleep(0)  # one read may carry hundreds of events: let others run
-                    if not self._apply(event):
-                        self.log.info(
-                            "%s watch: resourceVersion %s expired, listing again",
-                            self.resource,
-                            self.resource_version,
-                        )
-                        need_list = True
-                        break
+                    self._apply(event)
                     failures = 0
                 # A watch that ends without an error is normal (server time-out): resume at once.
             except asyncio.CancelledError:
                 raise
+            except Gone:  # in the stream, or as the watch request's answer
+                self.log.info(
+                    "%s watch: resourceVersion %s expired, listing again",
+                    self.resource,
+                    self.resource_version,
+                )
+                need_list = True
+                continue
             except ApiError as error:
-                if error.status == 410:
-                    need_list = True
-                    continue
                 failures += 1
                 self.log.warning("%s watch failed (%s); retrying", self.resource, error)
             except Exception as error:  # never end the hub: log, back off, resume

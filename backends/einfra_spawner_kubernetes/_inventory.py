@@ -14,9 +14,11 @@ from typing import Any
 from einfra_spawner.backend import ServerRecord
 from einfra_spawner.render import ANNOTATION_SERVER, ANNOTATION_USER, LABEL_SERVER, LABEL_USER
 
-__all__ = ["MANAGED_BY", "records_from_pods"]
+__all__ = ["INSTANCE", "MANAGED_BY", "records_from_pods"]
 
+#: The label (key, value) on everything this project makes.
 MANAGED_BY = ("app.kubernetes.io/managed-by", "einfra-spawner")
+#: The label naming the hub instance a pod belongs to.
 INSTANCE = "app.kubernetes.io/instance"
 _FINISHED = ("Succeeded", "Failed")
 

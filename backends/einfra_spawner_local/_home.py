@@ -22,10 +22,36 @@ from pathlib import Path
 
 from einfra_spawner import BackendError, ServerNames
 
-__all__ = ["PreparedHome", "home_folder", "log_file", "open_log", "prepare_home", "read_tail"]
+__all__ = ["Folders", "PreparedHome", "home_folder", "log_file", "open_log", "prepare_home", "read_tail"]
 
 _MAX_TAIL_BYTES = 16_384
 _MAX_LINE_CHARS = 300
+
+
+def _absolute(text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+@dataclass(frozen=True, slots=True)
+class Folders:
+    """The backend's folders: homes, the servers' logs, and the backend's records."""
+
+    homes: Path
+    logs: Path
+    records: Path
+
+    @classmethod
+    def of(cls, home_root: str, log_root: str, record_root: str) -> Folders:
+        """From the backend's settings: ``~`` is the hub user's home, a relative path is
+        relative to the hub's working directory, and empty ``log_root`` and ``record_root``
+        mean ``logs`` and ``records`` under ``home_root``."""
+        homes = _absolute(home_root)
+        return cls(
+            homes=homes,
+            logs=_absolute(log_root) if log_root else homes / "logs",
+            records=_absolute(record_root) if record_root else homes / "records",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,11 +110,11 @@ async def test_events_are_found_by_their_pod_without_a_scan() -> None:
             },
         }
 
-    assert informer._apply(event("e1", "a"))
-    assert informer._apply(event("e2", "a"))
-    assert informer._apply(event("e3", "b"))
+    informer._apply(event("e1", "a"))
+    informer._apply(event("e2", "a"))
+    informer._apply(event("e3", "b"))
     assert sorted(e["metadata"]["name"] for e in informer.indexed("default/a")) == ["e1", "e2"]
-    assert informer._apply(event("e1", "a", "DELETED"))
+    informer._apply(event("e1", "a", "DELETED"))
     assert [e["metadata"]["name"] for e in informer.indexed("default/a")] == ["e2"]
     assert informer.indexed("default/c") == []
 

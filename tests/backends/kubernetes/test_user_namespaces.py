@@ -1,9 +1,17 @@
-"""Per-user namespaces: created on first start, one per user, watched by one shared watch."""
+"""Per-user namespaces: created on first start, one per user, watched by one shared watch; a
+prefix that cannot begin a namespace name is refused when the configuration is loaded."""
 
 from __future__ import annotations
 
+import pytest
+from traitlets import TraitError
+from traitlets.config import Config
+
 from einfra_spawner import ServerIdentity
+from einfra_spawner.names import is_dns1123_label
 from einfra_spawner.testing import FakeKubernetes
+from einfra_spawner_kubernetes import KubernetesBackend
+from einfra_spawner_kubernetes.backend import USER_NAMESPACE_PREFIX_MAX
 
 from .conftest import BackendFactory, MakeRequest
 
@@ -36,3 +44,27 @@ async def test_each_user_gets_a_namespace_of_their_own(
         await backend.stop(request.identity, result.state)
     for namespace in namespaces.values():
         assert cluster.objects("pods", namespace) == []
+
+
+@pytest.mark.parametrize("prefix", ["jupyter", "jh", "x", "hub-2", "a" * USER_NAMESPACE_PREFIX_MAX])
+def test_a_usable_prefix_gives_valid_namespace_names(prefix: str) -> None:
+    settings = {"user_namespaces": True, "user_namespace_prefix": prefix}
+    backend = KubernetesBackend(config=Config({"KubernetesBackend": settings}))
+    for user in ("ada", "Čeněk Šťastný", "x" * 200, "@@@", "a.b_c+d@example.org"):
+        namespace = backend.namespace_for(ServerIdentity(user=user))
+        assert namespace is not None and is_dns1123_label(namespace), namespace
+        assert namespace.startswith(f"{prefix}-")
+
+
+TOO_LONG = "a" * (USER_NAMESPACE_PREFIX_MAX + 1)
+REFUSED = ["", "Jupyter", "jupyter-", "-jupyter", "jupyter_hub", "jupyter.hub", TOO_LONG]
+
+
+@pytest.mark.parametrize("prefix", REFUSED)
+def test_a_prefix_that_cannot_begin_a_namespace_name_is_refused_with_the_rule(prefix: str) -> None:
+    # Such a prefix used to give namespace names the API server refuses (or longer than 63).
+    with pytest.raises(TraitError) as refused:
+        KubernetesBackend(config=Config({"KubernetesBackend": {"user_namespace_prefix": prefix}}))
+    message = str(refused.value)
+    assert f"user_namespace_prefix = {prefix!r}" in message
+    assert f"1 to {USER_NAMESPACE_PREFIX_MAX} lower-case letters, digits or '-'" in message
