@@ -4,8 +4,8 @@ in a real JupyterHub against the fake API server in process mode.
 The invariants checked (ARCHITECTURE.md, "The hub process and the life cycle"): what the cluster
 runs (pods with our labels), what JupyterHub knows and what the usage ledger counts (open
 intervals) agree within a few reconcile passes, after refusals, failed starts, stops during an
-API outage, a hub killed mid-start, a pod deleted while the hub was down, and a storm of starts
-through an outage; a home is reset only by the request that asked for it.
+API outage, a hub killed mid-start and mid-stop, a pod deleted while the hub was down, and a
+storm of starts through an outage; a home is reset only by the request that asked for it.
 
 Each test runs its own fake API server and its own hub (these tests kill and restart hubs and
 switch the API server off). The fake API server is started here, not by the hub's
@@ -533,3 +533,102 @@ def test_a_storm_of_starts_through_an_outage_leaves_no_orphans(
         )
         assert pod_processes(hub) == []
         assert agree(cluster, hub, users)
+
+
+# --- 6. the hub killed during a stop -------------------------------------------------------------------
+
+HOLD = "e2e.einfra.test/hold"  # a finalizer of the test's own: a deleted pod stays Terminating
+
+
+def hold_pod(cluster: FakeCluster, name: str, on: bool) -> None:
+    """Add (or remove) the test's finalizer on pod ``name``: once deleted, a held pod's
+    containers stop but the pod stays, with its deletionTimestamp, until it is released, as a
+    pod stuck in Terminating does on a cluster. Releasing a pod that is gone does nothing."""
+    body = json.dumps({"metadata": {"finalizers": [HOLD] if on else None}}).encode()
+    request = urllib.request.Request(
+        f"{cluster.url}/api/v1/namespaces/{NAMESPACE}/pods/{name}", data=body, method="PATCH"
+    )
+    request.add_header("Content-Type", "application/merge-patch+json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        if on or error.code != 404:
+            raise
+
+
+def test_a_stop_cut_short_by_a_hub_crash_is_finished_by_the_restarted_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = "kl-stop-crash"
+    # How long JupyterHub waits for a server it polled as running to answer at hub start (its
+    # default, 30 s, only makes the test slower).
+    check = "c.Spawner.http_timeout = 10\n"
+    with cluster_and_hub(tmp_path, monkeypatch, extra_config=check) as (cluster, hub):
+        pod = running_pod(cluster, hub, user)
+        name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+        # The stop takes as long as the test wants: the pod is deleted, but its removal waits
+        # for the test's finalizer, and a stop waits until the pod is gone from the watch.
+        hold_pod(cluster, name, True)
+        try:
+            assert hub.api("DELETE", server_path(user, "")).status == 202
+            hub.wait_for(
+                lambda: (
+                    [p["metadata"].get("deletionTimestamp") is not None for p in cluster.pods(user)] == [True]
+                    and pod_processes(hub, name) == []
+                ),
+                "the stop to delete the pod and its containers to stop",
+            )
+            assert (hub.server(user) or {}).get("pending") == "stop"
+            hub.kill()
+
+            # The killed hub's stop never ended: the pod is still there (Terminating) and its
+            # interval still open.
+            (terminating,) = cluster.pods(user)
+            assert terminating["metadata"]["uid"] == uid
+            (run,) = open_intervals(hub, user)
+            assert run.last_seen is not None
+
+            # What the restarted hub does (JupyterHub 5 and 6): it forgets a server only once its
+            # Spawner.stop has returned, so its database still has this one as running, and at
+            # start it polls it. The pod is still there, not finished, so our poll says it runs;
+            # JupyterHub then waits up to http_timeout for it to answer, and it does not (its
+            # containers were stopped by the first delete), so JupyterHub stops it: our stop
+            # deletes the pod again (a no-op on a Terminating pod) and waits for it to go. The
+            # server is never re-adopted as running. The reconciler leaves all this to
+            # JupyterHub: a Terminating pod is not in its inventory, and a server with a stop in
+            # progress settles its own interval.
+            hub.start()
+            seen: list[dict[str, Any]] = []
+
+            def stopping_again() -> bool:
+                model = hub.server(user) or {}
+                seen.append(model)
+                return model.get("pending") == "stop"
+
+            hub.wait_for(stopping_again, "the restarted hub to stop the server", 90)
+            assert not any(model.get("ready") for model in seen), seen
+            assert [i.user for i in open_intervals(hub, user)] == [user]  # counted until it goes
+            assert [p["metadata"]["uid"] for p in cluster.pods(user)] == [uid]
+        finally:
+            hold_pod(cluster, name, False)  # the kubelet's termination ends: the pod goes
+        released = time.time()
+
+        # The restarted hub's stop sees the pod go, closes the interval there and forgets the
+        # server: the three records agree.
+        assert settled(hub, user) == {}
+        hub.wait_for(lambda: cluster.pods(user) == [], "the pod to go")
+        assert open_intervals(hub, user) == []
+        assert agree(cluster, hub, [user])
+        (run,) = intervals_of(hub, user)
+        assert run.stopped is not None and run.stopped >= released  # billed until it went
+        log = log_since_last_start(hub)
+        assert f"Could not stop {user}" not in log
+        assert f"pod {NAMESPACE}/{name} that no hub knows" not in log  # not the reconciler
+
+        # Nothing is left in the way of the same server: it starts again, once, and stops.
+        again = running_pod(cluster, hub, user)
+        assert again["metadata"]["uid"] != uid
+        hub.stop_server(user)
+        assert cluster.pods(user) == [] and open_intervals(hub, user) == []
+        assert agree(cluster, hub, [user])
