@@ -1,16 +1,21 @@
-"""Hypothesis strategies shared by the property tests: users, requests of any shape, names."""
+"""Hypothesis strategies shared by the property tests: users, requests of any shape, names, and
+whole generated instances (``instance_specs``)."""
 
 from __future__ import annotations
 
+import tempfile
 import textwrap
 from collections.abc import Sequence
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hypothesis import strategies as st
 
 from einfra_spawner import REQUEST_KEYS, ProfileSet, UserContext, load_profiles, parse_profile_set
+from einfra_spawner.models import NO_GPU
 from einfra_spawner.quantities import format_cpu, format_memory
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
@@ -106,6 +111,7 @@ def _plausible_values(profiles: ProfileSet) -> dict[str, list[Any]]:
     return values
 
 
+@cache
 def junk() -> st.SearchStrategy[Any]:
     """Values of any JSON-ish shape, including the awkward ones (bool, None, NaN, nesting)."""
     scalars = st.one_of(
@@ -133,7 +139,9 @@ def requests(profiles: ProfileSet) -> st.SearchStrategy[Any]:
     def value_for(key: str) -> st.SearchStrategy[Any]:
         choices = plausible.get(key) or [""]
         one = st.sampled_from(choices)
-        awkward = st.sampled_from([float("inf"), float("nan"), 2.0, -0.0, True, None, "", [], {}])
+        awkward: st.SearchStrategy[Any] = st.sampled_from(
+            [float("inf"), float("nan"), 2.0, -0.0, True, None, "", [], {}]
+        )
         return st.one_of(one, one.map(lambda v: [str(v)]), st.lists(one, max_size=3), awkward, junk())
 
     plausible_mapping = st.fixed_dictionaries(
@@ -161,3 +169,493 @@ def hub_names() -> st.SearchStrategy[str]:
         st.sampled_from(["", "a", "A", "a-", "-a", "aña", "ana", "Ana", "a.b", "a_b", "äöü", "😀"]),
         st.from_regex(r"[a-z0-9-]{55,70}", fullmatch=True),
     )
+
+
+# --- generated instances (issue 14, item 10) ---------------------------------------------------
+#
+# ``instance_specs()`` draws a small but varied instance folder: the YAML text of each file (as an
+# operator would write it, short forms included) and, beside it, a plain description of what the
+# files mean (``InstanceSpec``). The description is what a test's oracle reads; it never looks at
+# the models the loader builds from the files, nor at the resolver's helpers.
+
+Groups = tuple[str, ...]
+
+#: Groups the generated files limit things to ("research team": group names may hold spaces).
+GROUP_POOL: Groups = ("g1", "g2", "research team", "ü-lab")
+MI = 2**20
+GI = 2**30
+CPU_MILLICORES = (250, 500, 1000, 1500, 2000, 4000, 8000)
+MEMORY_BYTES = (256 * MI, 512 * MI, GI, 2 * GI, 4 * GI, 8 * GI, 500 * 10**6, 10**9)
+#: GPU types an instance may declare: id -> extended resource.
+GPU_RESOURCES = {"a40": "nvidia.com/gpu", "a100": "nvidia.com/gpu", "mig-1g.10gb": "nvidia.com/mig-1g.10gb"}
+IMAGE_IDS = ("std", "ml", "lic", "r-4.4", "x_y")
+#: Choice images; two choices may share one, so that one image can be both open and gated.
+IMAGE_REFERENCES = ("reg.example/open:1", "reg.example/base:2", "reg.example/ml:3", "reg.example/lic:4")
+CUSTOM_PATTERNS = (
+    r"custom\.example/[a-z0-9-]+:[0-9]+",  # strict: a digit tag
+    r"custom\.example/.+",  # loose: also matches text that is no image reference
+    r"(?:custom|reg)\.example/[a-z0-9/._-]+(?::[A-Za-z0-9._-]+)?",  # the choices' images too
+    r"custom\.example/tool:1|reg\.example/open:1",  # an alternation: a full match takes either whole
+)
+#: Custom references that are valid image references; whether a pattern admits them varies.
+CUSTOM_REFERENCES = (
+    "custom.example/tool:1",
+    "custom.example/a/b:22",
+    "custom.example/tool",
+    "custom.example/tool:1.0-rc",
+    "custom.example/tool@sha256:" + "b" * 64,
+    "custom.example/tool:1x",  # a prefix of it matches the strict pattern
+    "evil.example/custom.example/tool:1",  # it contains a match
+    "xcustom.example/tool:1",  # it ends with a match
+)
+#: Requested "images" that are no image reference at all (Docker's grammar: a lower-case path, a
+#: non-empty tag without '/', no spaces), though the loose pattern matches some of them as a whole.
+NOT_REFERENCES = (
+    "custom.example/tool:1 extra",
+    "custom.example/tool:1.evil.example/x",
+    "custom.example/Tool:1",
+    "custom.example/tool:",
+    "custom.example//tool:1",
+    "reg.example/open:1\ncustom.example/tool:1",
+    "",
+)
+PROFILE_SLUGS = ("lab", "gpu", "course", "r", "ai-2")
+MOUNT_IDS = ("projects", "scratch", "data", "shared")
+HOME_MODES = ("never", "allowed", "always")
+
+
+@dataclass(frozen=True)
+class QuantitySpec:
+    """CPU (millicores) or memory (bytes): the choices in file order, each with its groups."""
+
+    choices: tuple[tuple[int, Groups], ...]
+    default: int | None = None  # the file's ``default`` key (None: not written)
+    guarantee: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Image choices ``(id, reference, groups)`` in file order, and the custom images allowed."""
+
+    choices: tuple[tuple[str, str, Groups], ...]
+    default: str | None = None  # the file's ``default`` key
+    custom_pattern: str | None = None
+    custom_groups: Groups = ()
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU choice of a profile (``none`` for no GPU)."""
+
+    id: str
+    max_count: int = 1
+    groups: Groups = ()
+    cpu: QuantitySpec | None = None  # when given, replaces the profile's
+    memory: QuantitySpec | None = None
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    id: str
+    mount_path: str
+    groups: Groups = ()
+    optional: bool = False
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    slug: str
+    groups: Groups
+    image: ImageSpec
+    cpu: QuantitySpec
+    memory: QuantitySpec
+    gpus: tuple[GpuSpec, ...]  # in file order; just ``none`` when the file has no ``gpu`` key
+    gpu_default: str | None  # the file's ``gpu.default`` key
+    home: str | None  # the home's ``reset`` mode; None: no home
+    mounts: tuple[MountSpec, ...]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """A generated instance: what its files say, and the files themselves."""
+
+    profiles: tuple[ProfileSpec, ...]  # in the order the instance offers them
+    default_profile: str | None
+    admins_bypass_groups: bool
+    gpu_types: tuple[tuple[str, str], ...]  # (id, resource)
+    files: tuple[tuple[str, str], ...]  # (file name, YAML text)
+
+    def profile(self, slug: str) -> ProfileSpec | None:
+        return next((p for p in self.profiles if p.slug == slug), None)
+
+
+def cpu_spellings(millicores: int) -> list[Any]:
+    """Ways to write a CPU count in a file or a request: ``2``, ``"2"``, ``"2000m"``, ``2.0``..."""
+    spellings: list[Any] = [f"{millicores}m", millicores / 1000, str(millicores / 1000)]
+    if millicores % 1000 == 0:
+        spellings += [millicores // 1000, str(millicores // 1000)]
+    return spellings
+
+
+def memory_spellings(size: int) -> list[Any]:
+    """Ways to write a memory size: ``"1Gi"``, ``"1024Mi"``, bytes as a number or a string..."""
+    spellings: list[Any] = [size, str(size)]
+    for suffix, unit in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("M", 10**6), ("G", 10**9)):
+        if size % unit == 0:
+            spellings.append(f"{size // unit}{suffix}")
+    return spellings
+
+
+_FLIP = st.booleans()
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+@cache
+def _sampled(keyed: tuple[tuple[type, Any], ...]) -> st.SearchStrategy[Any]:
+    return st.sampled_from([value for _, value in keyed])
+
+
+@cache
+def _subsets(
+    keyed: tuple[tuple[type, Any], ...], min_size: int, max_size: int
+) -> st.SearchStrategy[list[Any]]:
+    return st.lists(_sampled(keyed), min_size=min_size, max_size=max_size, unique=True)
+
+
+def _key(values: Sequence[Any]) -> tuple[tuple[type, Any], ...]:
+    # Keyed by type too: (1,) == (1.0,) == (True,), but they are not the same choices.
+    return tuple((type(v), v) for v in values)
+
+
+# Strategies are built once per set of values: building them inside every draw costs more than
+# the drawing (Hypothesis computes and caches properties of each new strategy object).
+def _flip(draw: st.DrawFn) -> bool:
+    return draw(_FLIP)
+
+
+def _pick(draw: st.DrawFn, values: Sequence[Any]) -> Any:
+    return draw(_sampled(_key(values)))
+
+
+def _some(draw: st.DrawFn, values: Sequence[Any], min_size: int = 0, max_size: int = 4) -> list[Any]:
+    return draw(_subsets(_key(values), min_size, max_size))
+
+
+def _dump(data: Any) -> str:
+    return yaml.dump(data, Dumper=_DUMPER, allow_unicode=True, sort_keys=False)
+
+
+def _maybe_groups(draw: st.DrawFn) -> Groups:
+    """No groups about half the time, else one or two of the pool."""
+    if _flip(draw):
+        return ()
+    return tuple(_some(draw, GROUP_POOL, min_size=1, max_size=2))
+
+
+def _open_default(draw: st.DrawFn, groups: list[Groups]) -> tuple[int, list[Groups]]:
+    """The index of the default choice, which must be open to everyone admitted to the profile."""
+    if all(groups):
+        groups = [(), *groups[1:]]
+    return _pick(draw, [i for i, g in enumerate(groups) if not g]), groups
+
+
+def _quantity_spec(draw: st.DrawFn, values: Sequence[int]) -> QuantitySpec:
+    chosen = _some(draw, values, min_size=1, max_size=4)
+    index, groups = _open_default(draw, [_maybe_groups(draw) for _ in chosen])
+    written = index != 0 or _flip(draw)
+    guarantee = _pick(draw, [None, *(v for v in values if v <= min(chosen))])
+    return QuantitySpec(
+        choices=tuple(zip(chosen, groups, strict=True)),
+        default=chosen[index] if written else None,
+        guarantee=guarantee,
+    )
+
+
+def _quantity_yaml(draw: st.DrawFn, spec: QuantitySpec, spell: Any) -> Any:
+    """A quantity option as a file may write it: a scalar, a list, or a mapping."""
+
+    def choice(value: int, groups: Groups) -> Any:
+        written = _pick(draw, spell(value))
+        return {"value": written, "groups": list(groups)} if groups else written
+
+    choices = [choice(v, g) for v, g in spec.choices]
+    plain = spec.default is None and spec.guarantee is None
+    if plain and len(choices) == 1 and not spec.choices[0][1] and _flip(draw):
+        return choices[0]
+    if plain and _flip(draw):
+        return choices
+    data: dict[str, Any] = {"choices": choices}
+    if spec.default is not None:
+        data["default"] = _pick(draw, spell(spec.default))
+    if spec.guarantee is not None:
+        data["guarantee"] = _pick(draw, spell(spec.guarantee))
+    return data
+
+
+def _image(draw: st.DrawFn) -> tuple[ImageSpec, Any]:
+    if _flip(draw):
+        reference = _pick(draw, IMAGE_REFERENCES)
+        return ImageSpec(choices=(("default", reference, ()),)), reference
+    ids = _some(draw, IMAGE_IDS, min_size=1, max_size=4)
+    index, groups = _open_default(draw, [_maybe_groups(draw) for _ in ids])
+    references = [_pick(draw, IMAGE_REFERENCES) for _ in ids]
+    default = ids[index] if index != 0 or _flip(draw) else None
+    custom = _pick(draw, [None, *CUSTOM_PATTERNS])
+    custom_groups = _maybe_groups(draw) if custom is not None else ()
+    spec = ImageSpec(
+        choices=tuple(zip(ids, references, groups, strict=True)),
+        default=default,
+        custom_pattern=custom,
+        custom_groups=custom_groups,
+    )
+    data: dict[str, Any] = {
+        "choices": [{"id": i, "image": r, **({"groups": list(g)} if g else {})} for i, r, g in spec.choices]
+    }
+    if default is not None:
+        data["default"] = default
+    if custom is not None:
+        data["custom"] = {"pattern": custom, **({"groups": list(custom_groups)} if custom_groups else {})}
+    return spec, data
+
+
+def _gpu(draw: st.DrawFn, types: Sequence[str]) -> tuple[tuple[GpuSpec, ...], str | None, Any]:
+    """The GPU choices of a profile, and the file's ``gpu`` value (``None``: the key is left out)."""
+    form = _pick(draw, ["absent", "scalar", "choices", "choices"])
+    if form == "absent":
+        return (GpuSpec(NO_GPU),), None, None
+    ids = [NO_GPU, *types]
+    if form == "scalar":
+        gpu_id = _pick(draw, ids)
+        return (GpuSpec(gpu_id),), None, gpu_id
+    chosen = _some(draw, ids, min_size=1, max_size=4)
+    index, groups = _open_default(draw, [_maybe_groups(draw) for _ in chosen])
+    gpus = []
+    for gpu_id, gpu_groups in zip(chosen, groups, strict=True):
+        if gpu_id == NO_GPU:
+            gpus.append(GpuSpec(gpu_id, groups=gpu_groups))
+            continue
+        with_cpu, with_memory = _flip(draw), _flip(draw)
+        gpus.append(
+            GpuSpec(
+                gpu_id,
+                max_count=_pick(draw, [1, 2, 3, 4]),
+                groups=gpu_groups,
+                cpu=_quantity_spec(draw, CPU_MILLICORES) if with_cpu else None,
+                memory=_quantity_spec(draw, MEMORY_BYTES) if with_memory else None,
+            )
+        )
+    default = chosen[index] if index != 0 or _flip(draw) else None
+
+    def choice(gpu: GpuSpec) -> Any:
+        plain = gpu.max_count == 1 and not gpu.groups and gpu.cpu is None and gpu.memory is None
+        if plain and _flip(draw):
+            return gpu.id  # the short form: a bare id
+        data: dict[str, Any] = {"id": gpu.id}
+        if gpu.id != NO_GPU and (gpu.max_count != 1 or _flip(draw)):
+            data["max_count"] = gpu.max_count
+        if gpu.groups:
+            data["groups"] = list(gpu.groups)
+        if gpu.cpu is not None:
+            data["cpu"] = _quantity_yaml(draw, gpu.cpu, cpu_spellings)
+        if gpu.memory is not None:
+            data["memory"] = _quantity_yaml(draw, gpu.memory, memory_spellings)
+        return data
+
+    choices = [choice(g) for g in gpus]
+    if default is None and _flip(draw):
+        return tuple(gpus), None, choices
+    return tuple(gpus), default, {"choices": choices, **({"default": default} if default else {})}
+
+
+def _mounts(draw: st.DrawFn) -> tuple[tuple[MountSpec, ...], list[dict[str, Any]]]:
+    ids = _some(draw, MOUNT_IDS, max_size=3)
+    specs, data = [], []
+    for mount_id in ids:
+        optional = _flip(draw)
+        spec = MountSpec(
+            id=mount_id,
+            mount_path=f"/mnt/{mount_id}",
+            groups=_maybe_groups(draw),
+            optional=optional,
+            default=optional and _flip(draw),
+        )
+        source = {
+            "pvc": {"pvc": {"claim_name": f"{mount_id}-claim"}},
+            "nfs": {"nfs": {"server": "nfs.example", "path": f"/export/{mount_id}"}},
+            "csi": {"csi": {"driver": "sshfs.csi.example", "secret": "sshfs-{user}"}},
+        }[_pick(draw, ["pvc", "nfs", "csi"])]
+        item: dict[str, Any] = {"id": mount_id, "mount_path": spec.mount_path, **source}
+        if spec.groups:
+            item["groups"] = list(spec.groups)
+        if optional:
+            item["optional"] = True
+            if spec.default or _flip(draw):
+                item["default"] = spec.default
+        specs.append(spec)
+        data.append(item)
+    return tuple(specs), data
+
+
+def _profile(draw: st.DrawFn, slug: str, types: Sequence[str]) -> tuple[ProfileSpec, dict[str, Any]]:
+    groups = _maybe_groups(draw)
+    image, image_data = _image(draw)
+    cpu = _quantity_spec(draw, CPU_MILLICORES)
+    memory = _quantity_spec(draw, MEMORY_BYTES)
+    gpus, gpu_default, gpu_data = _gpu(draw, types)
+    home = _pick(draw, [None, *HOME_MODES])
+    mounts, mounts_data = _mounts(draw)
+    data: dict[str, Any] = {"slug": slug, "display_name": slug.upper()}
+    if groups:
+        data["groups"] = list(groups)
+    data["image"] = image_data
+    data["cpu"] = _quantity_yaml(draw, cpu, cpu_spellings)
+    data["memory"] = _quantity_yaml(draw, memory, memory_spellings)
+    if gpu_data is not None:
+        data["gpu"] = gpu_data
+    if home is not None:
+        data["home"] = {"size": "1Gi"}
+        if home != "never" or _flip(draw):
+            data["home"]["reset"] = home
+    if mounts_data:
+        data["mounts"] = mounts_data
+    spec = ProfileSpec(
+        slug=slug,
+        groups=groups,
+        image=image,
+        cpu=cpu,
+        memory=memory,
+        gpus=gpus,
+        gpu_default=gpu_default,
+        home=home,
+        mounts=mounts,
+    )
+    return spec, data
+
+
+@st.composite
+def instance_specs(draw: st.DrawFn) -> InstanceSpec:
+    """A small valid instance folder and what it means (see ``InstanceSpec``).
+
+    Profiles with and without groups; images fixed, chosen (some gated) or custom; CPU and memory
+    fixed or chosen, with guarantees; GPU types with per-profile choices (gated, ``max_count``, own
+    CPU and memory); homes that may, must or must not be reset; optional and gated mounts; admins
+    who may or may not bypass groups; a default profile or none. Order: the instance offers its
+    profiles in the order its ``profiles`` key lists them, else in file-name order.
+    """
+    types = _some(draw, sorted(GPU_RESOURCES), max_size=3)
+    slugs = _some(draw, PROFILE_SLUGS, min_size=1, max_size=4)
+    listed = _flip(draw)
+    if not listed:
+        slugs.sort()  # the files are offered in file-name order
+    profiles = [_profile(draw, slug, types) for slug in slugs]
+    bypass = _flip(draw)
+    default_profile = _pick(draw, [None, *slugs])
+    instance_data: dict[str, Any] = {"name": "generated", "display_name": "Generated hub"}
+    if bypass or _flip(draw):
+        instance_data["admins_bypass_groups"] = bypass
+    if default_profile is not None:
+        instance_data["default_profile"] = default_profile
+    if types:
+        instance_data["gpu_types"] = {
+            t: {"display_name": t.upper(), "resource": GPU_RESOURCES[t]} for t in types
+        }
+    files = {}
+    if listed:
+        names = [f"p-{slug}.yml" for slug in slugs]
+        instance_data["profiles"] = names
+        files["zz-draft.yaml"] = "slug: draft\n"  # not listed, so never read (it is not valid)
+    else:
+        names = [f"{slug}.yaml" for slug in slugs]
+    files["instance.yaml"] = _dump(instance_data)
+    for name, (_, data) in zip(names, profiles, strict=True):
+        files[name] = _dump(data)
+    return InstanceSpec(
+        profiles=tuple(spec for spec, _ in profiles),
+        default_profile=default_profile,
+        admins_bypass_groups=bypass,
+        gpu_types=tuple((t, GPU_RESOURCES[t]) for t in types),
+        files=tuple(sorted(files.items())),
+    )
+
+
+@lru_cache(maxsize=256)
+def _load_files(files: tuple[tuple[str, str], ...]) -> ProfileSet:
+    with tempfile.TemporaryDirectory(prefix="einfra-instance-") as folder:
+        for name, text in files:
+            (Path(folder) / name).write_text(text, encoding="utf-8")
+        return load_profiles(folder)
+
+
+def load_spec(spec: InstanceSpec, fresh: bool = False) -> ProfileSet:
+    """The generated instance, written to a temporary folder and loaded as a hub would load it.
+
+    Cached by the files' text (shrinking draws the same instance many times); ``fresh`` loads it
+    once more, for comparing results across two loads.
+    """
+    return _load_files.__wrapped__(spec.files) if fresh else _load_files(spec.files)
+
+
+def spec_values(spec: InstanceSpec) -> dict[str, st.SearchStrategy[Any]]:
+    """For each request key, values of a generated instance: those its files mention (open to the
+    user or not), values close to them, form-shaped lists, and junk."""
+    cpus = {v for p in spec.profiles for v, _ in p.cpu.choices}
+    cpus |= {v for p in spec.profiles for g in p.gpus if g.cpu for v, _ in g.cpu.choices}
+    memories = {v for p in spec.profiles for v, _ in p.memory.choices}
+    memories |= {v for p in spec.profiles for g in p.gpus if g.memory for v, _ in g.memory.choices}
+    plausible: dict[str, list[Any]] = {
+        "profile": [p.slug for p in spec.profiles] + ["nope", "LAB", ""],
+        "image": [i for p in spec.profiles for c in p.image.choices for i in c[:2]]
+        + list(CUSTOM_REFERENCES)
+        + list(NOT_REFERENCES)
+        + ["default", " custom.example/tool:1 ", "x" * 600],
+        "cpu": [s for v in sorted(cpus) for s in cpu_spellings(v)]
+        + ["3000m", "0", "-1", "lots", 0.0001, "1e3"],
+        "memory": [s for v in sorted(memories) for s in memory_spellings(v)] + ["3Gi", "0", "8GB", -1, 1e30],
+        "gpu": [NO_GPU, *GPU_RESOURCES, "nope", "A40"],
+        "gpu_count": [
+            -1,
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+            "1",
+            " 2 ",
+            "01",
+            "+1",
+            1.0,
+            2.5,
+            float("nan"),
+            float("inf"),
+            True,
+        ],
+        "home": ["keep", "reset", "wipe", "KEEP"],
+        "mounts": [
+            [],
+            ["nope"],
+            *([m] for m in MOUNT_IDS),
+            list(MOUNT_IDS),
+            "projects",
+            ["", "data"],
+            [["data"]],
+        ],
+    }
+
+    def value_for(key: str) -> st.SearchStrategy[Any]:
+        one = st.sampled_from(plausible[key])
+        form = one.map(lambda v: [v if isinstance(v, (list, str)) else str(v)])
+        return st.one_of(one, one, form, junk())
+
+    return {key: value_for(key) for key in REQUEST_KEYS}
+
+
+def spec_requests(spec: InstanceSpec) -> st.SearchStrategy[Any]:
+    """Requests against a generated instance: each key present or not, with any of
+    ``spec_values``; odd keys; and junk that is no mapping at all."""
+    mapping = st.fixed_dictionaries({}, optional=spec_values(spec))
+    hostile = st.dictionaries(
+        st.one_of(st.sampled_from(REQUEST_KEYS), st.text(max_size=8)), junk(), max_size=3
+    )
+    return st.one_of(mapping, mapping, mapping, hostile, junk())
