@@ -25,6 +25,7 @@ or 504) is looked up before it is sent again: see :meth:`KubeApi.create`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import math
@@ -450,7 +451,11 @@ class KubeApi:
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = json.dumps(body, separators=(",", ":")).encode()
-        await self.client.update_params_for_auth(headers, [], ["BearerToken"])
+        # A coroutine from kubernetes-asyncio 33 on (it may refresh the token first), a plain
+        # function before: the z2jh 4.2 hub image ships 32.3.
+        authorised = self.client.update_params_for_auth(headers, [], ["BearerToken"])
+        if inspect.isawaitable(authorised):
+            await authorised
         return await self._session.request(
             method,
             self._host + path,
