@@ -5,6 +5,13 @@ with its database, homes and logs in a temporary folder. The config loads the de
 ``einfra_spawner/demo/jupyterhub_config.py`` (the local backend, ``profiles/hub``, the demo
 users and groups) and adds only ports, paths and a service token for the REST API.
 
+The helpers speak the REST dialect of the hub they talk to (JupyterHub 5.3, the lowest version
+this package supports, and 6.x; FACTS.md): 6 takes ``{"user_options": {...}}`` on ``POST
+/users/{name}/servers/{server}`` (and the flat body for compatibility), creates a named server
+without starting it with ``PUT``, returns one server's model with ``GET`` and changes a stopped
+server's stored options with ``PATCH``; 5 takes only the flat body and has none of the other
+three. ``GET /users/{name}?include_stopped_servers=1`` gives the server models on both.
+
 Everything started here is stopped at the end, even when a test fails: the hub is asked to shut
 down (it stops its servers and its proxy), then its process group is killed, then any proxy or
 single-user server still alive (found by its pid file, or by a HOME inside this session's home
@@ -73,6 +80,14 @@ class Hub:
     # Another instance folder than the demo's profiles/hub, and lines appended to the config.
     profiles: Path | None = None
     extra_config: str = ""
+    #: JupyterHub's version, as its API reports it (read at every start).
+    version: tuple[int, ...] = ()
+
+    @property
+    def rest6(self) -> bool:
+        """Whether the hub speaks JupyterHub 6's REST dialect (see the module's docstring)."""
+        assert self.version, "the hub has not been started"
+        return self.version >= (6,)
 
     @property
     def url(self) -> str:
@@ -152,7 +167,9 @@ c.JupyterHub.log_level = "DEBUG"
             if self.process.poll() is not None:
                 raise RuntimeError(f"the hub exited at start:\n{self.log_tail()}")
             try:
-                if self.api("GET", "/").status == 200:
+                answer = self.api("GET", "/")
+                if answer.status == 200:
+                    self.version = _release(answer.body["version"])
                     return
             except OSError:
                 pass
@@ -209,17 +226,15 @@ c.JupyterHub.log_level = "DEBUG"
 
     def server(self, user: str, name: str = "") -> dict[str, Any] | None:
         """The server model, running or not (``None``: no such server), with the state; for the
-        default server, only while it is active."""
-        if not name:
-            response = self.api("GET", f"/users/{user}")
-            assert response.status == 200, response.text
-            active: dict[str, Any] | None = response.body["servers"].get("")
-            return active
-        response = self.api("GET", f"/users/{user}/servers/{name}")
-        if response.status == 404:
+        default server, only while it is active.
+
+        From the user's model, on both dialects (JupyterHub 5 has no ``GET`` of one server)."""
+        query = "?include_stopped_servers=1" if name else ""
+        response = self.api("GET", f"/users/{user}{query}")
+        if response.status == 404 and name:
             return None
         assert response.status == 200, response.text
-        model: dict[str, Any] = response.body
+        model: dict[str, Any] | None = response.body["servers"].get(name)
         return model
 
     def join_group(self, user: str, group: str) -> None:
@@ -262,14 +277,35 @@ c.JupyterHub.log_level = "DEBUG"
             response = self.api("POST", f"/users/{user}")
             assert response.status == 201, response.text
 
-    def spawn(self, user: str, name: str = "", options: object = None, **body: Any) -> Response:
+    def start_body(self, options: object) -> object:
+        """The body of a ``POST`` that asks for ``options`` (the request's flat keys) in this
+        hub's dialect: ``{"user_options": options}`` on JupyterHub 6, the options themselves on 5."""
+        return {"user_options": options} if self.rest6 else options
+
+    def ask_start(self, user: str, name: str = "", options: object = None) -> Response:
+        """``POST`` a start that asks for ``options`` (``None``: no body, the stored options are
+        used) and return the answer at once: 201 (started), 202 (pending) or the refusal."""
+        body = None if options is None else self.start_body(options)
+        return self.api("POST", server_path(user, name), body)
+
+    def spawn(self, user: str, name: str = "", options: object = None) -> Response:
         """Ask for a server and wait until it is ready (or the request failed)."""
-        if options is not None:
-            body["user_options"] = options
-        response = self.api("POST", server_path(user, name), body or None)
-        if response.status == 202:
+        response = self.ask_start(user, name, options)
+        # 202: still starting; a 201 may come while still pending too (under load).
+        if response.status in (201, 202):
             self.wait_for(lambda: (self.server(user, name) or {}).get("ready"), f"{user}/{name}")
         return response
+
+    def create_server(self, user: str, name: str) -> None:
+        """Create the named server ``name`` and leave it stopped. JupyterHub 6 does so with
+        ``PUT``; 5 creates a named server only by starting it, so it is started and stopped."""
+        if self.rest6:
+            response = self.api("PUT", f"/users/{user}/servers/{name}")
+            assert response.status == 201, response.text
+            return
+        response = self.spawn(user, name, {"cpu": "1"})
+        assert response.status in (201, 202), response.text
+        self.stop_server(user, name)
 
     def stop_server(self, user: str, name: str = "") -> None:
         response = self.api("DELETE", server_path(user, name))
@@ -313,6 +349,13 @@ class Session:
 
 def server_path(user: str, name: str) -> str:
     return f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``(5, 3, 0)`` for ``"5.3.0"`` (pre-release and local parts are dropped)."""
+    numbers = re.match(r"\d+(?:\.\d+)*", version)
+    assert numbers is not None, version
+    return tuple(int(part) for part in numbers.group().split("."))
 
 
 def _environ(pid: str) -> bytes:

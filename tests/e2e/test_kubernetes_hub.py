@@ -51,7 +51,7 @@ def test_a_gpu_that_is_not_free_fails_fast_with_the_reason(k8s_hub: Hub) -> None
     first = k8s_hub.spawn("grace", "h1", {"gpu": "h100"})
     second = k8s_hub.spawn("grace", "h2", {"gpu": "h100"})
     assert first.status in (201, 202) and second.status in (201, 202), (first.text, second.text)
-    third = k8s_hub.api("POST", "/users/grace/servers/h3", {"user_options": {"gpu": "h100"}})
+    third = k8s_hub.ask_start("grace", "h3", {"gpu": "h100"})
     assert third.status == 503, third.text
     assert third.body["message"] == (
         "No NVIDIA H100 is free right now (0 of 2); choose another GPU type or try later."

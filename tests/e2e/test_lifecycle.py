@@ -114,6 +114,8 @@ def stored(hub: Hub, user: str, name: str) -> Any:
 @pytest.mark.parametrize("then", ["no body", "empty object", "patch", "hub restart"])
 @pytest.mark.parametrize("refusal", sorted(REFUSED_RESETS))
 def test_a_refused_reset_is_never_replayed(hub: Hub, refusal: str, then: str) -> None:
+    if then == "patch" and not hub.rest6:
+        pytest.skip("JupyterHub 5 cannot change a server's stored options (PATCH came in 6.0)")
     user = f"lc-{refusal}-{then.replace(' ', '-')}"
     request, status, message = REFUSED_RESETS[refusal]
     if refusal == "quota":
@@ -130,7 +132,7 @@ def test_a_refused_reset_is_never_replayed(hub: Hub, refusal: str, then: str) ->
         if refusal == "quota":
             holder = hub.spawn(user, "hold", {"gpu": MIG, "gpu_count": 4})
             assert holder.status in (201, 202), holder.text
-        refused = hub.api("POST", f"/users/{user}/servers/work", {"user_options": request})
+        refused = hub.ask_start(user, "work", request)
         assert refused.status == status, refused.text
         assert refused.body["message"].startswith(message), refused.body
         kept_after_refusal = stored(hub, user, "work")
@@ -141,6 +143,10 @@ def test_a_refused_reset_is_never_replayed(hub: Hub, refusal: str, then: str) ->
         body: object = None  # a REST start without a body
         if then == "empty object":
             body = {}
+            if not hub.rest6:
+                # JupyterHub 6 reads {} as "no options" and replays the stored ones; 5 takes it
+                # as a request of its own, with no keys (every default), and stores it.
+                expected = {}
         elif then == "patch":
             # JupyterHub 6 updates a stopped server's stored options with PATCH: what it stores
             # is what the next start without a body uses.
@@ -177,7 +183,7 @@ def test_a_refused_reset_is_never_replayed(hub: Hub, refusal: str, then: str) ->
 
 def h100_start_fails(hub: Hub, user: str, name: str) -> None:
     """A start the quota admits and the local backend then refuses (no H100 in its inventory)."""
-    response = hub.api("POST", f"/users/{user}/servers/{name}", {"user_options": {"gpu": "h100"}})
+    response = hub.ask_start(user, name, {"gpu": "h100"})
     assert response.status == 503, response.text
     assert response.body["message"].startswith("This machine has no NVIDIA H100"), response.body
     model = hub.server(user, name) or {}
@@ -290,9 +296,7 @@ def test_a_refused_body_is_not_kept_in_the_hub_database(hub: Hub, before: str) -
             granted = hub.spawn(user, "big", GRANTED)
             assert granted.status in (201, 202), granted.text
             hub.stop_server(user, "big")
-        refused = hub.api(
-            "POST", f"/users/{user}/servers/big", {"user_options": {"mounts": ten_megabytes_of_mounts()}}
-        )
+        refused = hub.ask_start(user, "big", {"mounts": ten_megabytes_of_mounts()})
         assert refused.status == 400, refused.text[:500]
         assert refused.body["message"].startswith("mounts: "), refused.text[:500]
         raw = hub.stored_user_options(user, "big")
@@ -368,7 +372,8 @@ def test_a_server_left_by_a_hub_killed_mid_start_is_removed_and_never_doubled(cr
     hub.wait_for(lambda: open_runs(hub, user) == [], "the reservation to be closed")
     assert re.search(rf"Reconcile: remove process {orphan}\b.*'{user}'", hub.log_path.read_text())
     # Starting the same server again runs exactly one process.
-    assert hub.spawn(user).status in (200, 201, 202)
+    restarted = hub.spawn(user)  # 202 and then ready when the start outlasts the hub's slow_spawn_timeout
+    assert restarted.status in (201, 202), restarted.text
     try:
         hub.wait_for(lambda: (hub.server(user) or {}).get("ready"), "the new start to be ready")
         (current,) = [r for r in open_runs(hub, user)]

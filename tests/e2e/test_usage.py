@@ -78,7 +78,7 @@ def test_quotas_are_refused_and_granted_at_their_limits(usage_hub: Hub) -> None:
     try:
         granted = hub.spawn("ada", "one", {"gpu": MIG, "gpu_count": 2})
         assert granted.status in (201, 202), granted.text  # 2 of ada's 2 GPUs
-        over = hub.api("POST", "/users/ada/servers/two", {"user_options": {"gpu": MIG, "gpu_count": 1}})
+        over = hub.ask_start("ada", "two", {"gpu": MIG, "gpu_count": 1})
         assert over.status == 403, over.text
         assert over.body["message"] == (
             "You may use at most 2 GPUs at once on this hub; "
@@ -86,13 +86,13 @@ def test_quotas_are_refused_and_granted_at_their_limits(usage_hub: Hub) -> None:
         )
         assert not (hub.server("ada", "two") or {}).get("ready")
         assert hub.spawn("ada", "two", {"cpu": "1"}).status in (201, 202)  # no GPU: 2 of 2 servers
-        third = hub.api("POST", "/users/ada/servers/three", {"user_options": {"cpu": "1"}})
+        third = hub.ask_start("ada", "three", {"cpu": "1"})
         assert third.status == 403, third.text
         assert third.body["message"] == (
             "You may run at most 2 server(s) at once on this hub; 2 are running. Stop one first."
         )
         # The group gpu may hold 3 GPUs: ada holds 2, so grace gets 1 and not 2.
-        group = hub.api("POST", "/users/grace/servers/g", {"user_options": {"gpu": MIG, "gpu_count": 2}})
+        group = hub.ask_start("grace", "g", {"gpu": MIG, "gpu_count": 2})
         assert group.status == 403, group.text
         assert "group 'gpu' may use at most 3 GPUs at once; they use 2 now" in group.body["message"]
         assert hub.spawn("grace", "g", {"gpu": MIG, "gpu_count": 1}).status in (201, 202)

@@ -1,8 +1,11 @@
 """Ledgers for the usage tests: a fresh SQLite file, and a real PostgreSQL server when one is given.
 
-PostgreSQL: ``EINFRA_TEST_POSTGRES_URL`` (``scripts/start-postgres`` starts a server and prints
-it). Its tests are skipped, with the reason, only when the variable is unset or the server does
-not answer; each test starts from an empty database (the ledger's tables are dropped first).
+PostgreSQL: ``EINFRA_TEST_POSTGRES_URL``. ``scripts/test`` sets it to a throwaway server of its
+own (``scripts/throwaway-postgres``: a temporary folder, a private socket, stopped and removed at
+the end of the run); ``scripts/throwaway-postgres run CMD`` does the same for any command. Its
+tests are skipped, with the reason, only when the variable is unset (``scripts/test`` says why in
+``EINFRA_TEST_POSTGRES_SKIP``, e.g. no PostgreSQL binaries) or the server does not answer; each
+test starts from an empty database (the ledger's tables are dropped first).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sqlalchemy as sa
 from einfra_spawner.usage import Ledger
 
 POSTGRES_ENV = "EINFRA_TEST_POSTGRES_URL"
+SKIP_ENV = "EINFRA_TEST_POSTGRES_SKIP"
 _TABLES = ("einfra_usage_intervals", "einfra_usage_schema")
 
 
@@ -24,7 +28,8 @@ def postgres_url() -> str:
     """The test server's URL, or a skip that says why there is none."""
     url = os.environ.get(POSTGRES_ENV, "")
     if not url:
-        pytest.skip(f"PostgreSQL: {POSTGRES_ENV} is not set (scripts/start-postgres prints a URL)")
+        why = os.environ.get(SKIP_ENV) or "run the tests with scripts/test or scripts/throwaway-postgres run"
+        pytest.skip(f"PostgreSQL: {POSTGRES_ENV} is not set ({why})")
     engine = sa.create_engine(url)
     try:
         with engine.begin() as connection:
