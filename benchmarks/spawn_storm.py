@@ -1,7 +1,8 @@
 """The spawn storm: N spawners started at once in one event loop, as in a hub, then polled and stopped.
 
 Run: ``python benchmarks/spawn_storm.py [--sizes 1,10,100,500,1000] [--repeat 3]
-[--compare kubespawner] [--variants home,nohome] [--json storm.json] [--markdown storm.md]``.
+[--compare kubespawner,floor] [--variants home,nohome] [--json storm.json] [--markdown storm.md]
+[--png storm.png] [--quick]``.
 
 Each trial runs in a fresh process (``benchmarks/storm_trial.py``) with the fake API server in a
 child process of its own (2 ms per request, a pod Running 50 ms after creation, no schema
@@ -9,16 +10,21 @@ validation), so neither the server's CPU nor an earlier trial's garbage is count
 N real ``EInfraSpawner`` objects with the Kubernetes backend (or, with ``--compare kubespawner``,
 N ``KubeSpawner`` objects configured for the same pod), calls ``start()`` on all at once, then
 ``poll()`` and ``stop()``. Variants: ``home`` (a PVC per user) and ``nohome`` (none). With
-``--compare``, trials of the two spawners alternate, and each figure is printed for both with
-the ratio ours/theirs. Figures are medians over the repeats; times are never asserted anywhere
-(``tests/benchmarks`` only checks that the storm runs and its counts add up).
+``--compare``, trials of the contenders alternate (ours, KubeSpawner, the floor, ours, ...), and
+each figure is printed for each with the ratios ours/KubeSpawner and ours/floor. Every contender
+is warmed up the same way before a storm (its shared watches listed and watching); the first
+spawn after hub start, without any warm-up, is a row of its own ("cold"). The floor
+(``floor.py``) is the least a Python hub can do per spawn: a pre-serialised pod, one POST over
+a keep-alive session, one shared watch. Figures are medians over the repeats; times are never
+asserted anywhere (``tests/benchmarks`` only checks that the storm runs and its counts add up).
+``--quick``: N = 10, one trial, one variant, for CI.
 
 Figures: start latency p50/p99 and the storm's wall time; hub-process CPU per spawn (the start
 phase; the server's CPU is shown apart); the longest event-loop stall (a ticker task asking to
 wake every 2 ms); poll cost per spawner; stop latency; API requests per spawn by verb and
-resource for each phase, and the reads (get, list) among them. ``floor`` is what a start cannot
-beat: the kubelet's delay, two request round trips and, for the median spawn, half the storm's
-CPU work queued ahead of it.
+resource for each phase, and the reads (get, list) among them. ``bound of p50`` is what a start
+cannot beat: the kubelet's delay, two request round trips and, for the median spawn, half the
+storm's CPU work queued ahead of it.
 """
 
 from __future__ import annotations
@@ -32,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 TRIAL = Path(__file__).resolve().parent / "storm_trial.py"
+#: Short names of the contenders in tables and pictures.
+LABELS = {"einfra": "ours", "kubespawner": "KubeSpawner", "floor": "floor"}
 
 #: (key, label, how to read it from a trial); lower is better for each.
 FIGURES: list[tuple[str, str]] = [
     ("start_p50_ms", "start p50 (ms)"),
     ("start_p99_ms", "start p99 (ms)"),
     ("start_wall_ms", "storm wall time (ms)"),
-    ("floor_p50_ms", "floor of p50 (ms)"),
+    ("floor_p50_ms", "bound of p50 (ms)"),
     ("cpu_ms_per_spawn", "hub CPU per spawn (ms)"),
     ("server_cpu_ms_per_spawn", "API server CPU per spawn (ms)"),
     ("stall_ms", "longest loop stall (ms)"),
@@ -51,7 +59,9 @@ FIGURES: list[tuple[str, str]] = [
 ]
 
 
-def run_trial(spawner: str, variant: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_trial(
+    spawner: str, variant: str, n: int, args: argparse.Namespace, *, cold: bool = False
+) -> dict[str, Any]:
     command = [
         sys.executable,
         str(TRIAL),
@@ -67,6 +77,7 @@ def run_trial(spawner: str, variant: str, n: int, args: argparse.Namespace) -> d
         str(args.running_delay_ms),
         "--idle-seconds",
         str(args.idle_seconds),
+        *(["--cold"] if cold else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.trial_timeout, check=False)
     if done.returncode != 0:
@@ -146,18 +157,21 @@ def summarise(trials: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
     }
 
 
+def ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}" if theirs else "-"
+
+
 def print_block(n: int, variant: str, results: dict[str, dict[str, Any]]) -> None:
     spawners = list(results)
+    others = [s for s in spawners if s != "einfra"]
     header = f"N={n} {variant}"
-    line = f"{header:<32}" + "".join(f"{s:>14}" for s in spawners)
-    if len(spawners) == 2:
-        line += f"{'ours/theirs':>14}"
+    line = f"{header:<32}" + "".join(f"{LABELS[s]:>14}" for s in spawners)
+    line += "".join(f"{'ours/' + LABELS[o]:>18}" for o in others)
     print(line)
     for key, label in FIGURES:
-        values = [results[s]["figures"][key] for s in spawners]
-        row = f"  {label:<30}" + "".join(f"{v:>14.2f}" for v in values)
-        if len(values) == 2:
-            row += f"{values[0] / values[1]:>14.2f}" if values[1] else f"{'-':>14}"
+        values = {s: results[s]["figures"][key] for s in spawners}
+        row = f"  {label:<30}" + "".join(f"{v:>14.2f}" for v in values.values())
+        row += "".join(f"{ratio(values['einfra'], values[o]):>18}" for o in others)
         print(row)
     for spawner in spawners:
         for phase, kinds in results[spawner]["requests"].items():
@@ -169,32 +183,119 @@ def print_block(n: int, variant: str, results: dict[str, dict[str, Any]]) -> Non
     print()
 
 
+def cold_summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the cold first spawns of one contender."""
+    return {
+        "latency_ms": statistics.median(t["cold"]["latency_ms"] for t in trials),
+        "cpu_ms": statistics.median(t["cold"]["cpu_ms"] for t in trials),
+        "requests": trials[0]["cold"]["requests"],
+        "problems": [
+            f"{t['cold']['pods_running']} pods, not 1" for t in trials if t["cold"]["pods_running"] != 1
+        ],
+        "trials": trials,
+    }
+
+
+def print_cold(variant: str, cold: dict[str, dict[str, Any]]) -> None:
+    others = [s for s in cold if s != "einfra"]
+    print(f"cold first spawn after hub start, {variant}")
+    for key, label in (("latency_ms", "start latency (ms)"), ("cpu_ms", "hub CPU (ms)")):
+        values = {s: cold[s][key] for s in cold}
+        row = f"  {label:<30}" + "".join(f"{v:>14.2f}" for v in values.values())
+        row += "".join(f"{ratio(values['einfra'], values[o]):>18}" for o in others)
+        print(row)
+    for spawner, summary in cold.items():
+        text = ", ".join(f"{kind} {count}" for kind, count in summary["requests"].items())
+        print(f"  {spawner} requests: {text}")
+        for problem in summary["problems"]:
+            print(f"  {spawner} PROBLEM: {problem}")
+    print()
+
+
 def markdown_table(report: dict[str, Any]) -> str:
-    """The headline figures of a report (``--json``) as a Markdown table: ours / theirs (ratio)
-    where both spawners ran, ours alone otherwise."""
+    """The headline figures of a report (``--json``) as a Markdown table: each contender's figure
+    (ours / KubeSpawner / floor, as far as they ran), and ours over each other's."""
+    lines = []
+    for variant, cold in report.get("cold", {}).items():
+        names = list(cold)
+        lines += [
+            f"Cold first spawn after hub start ({variant}): "
+            + "; ".join(
+                f"{LABELS[s]} {cold[s]['latency_ms']:.0f} ms, {cold[s]['cpu_ms']:.0f} ms CPU" for s in names
+            ),
+            "",
+        ]
+    contenders = list(report["results"][0]["spawners"]) if report["results"] else ["einfra"]
+    others = [s for s in contenders if s != "einfra"]
+    heading = " / ".join(LABELS[s] for s in contenders)
 
-    def cell(row: dict[str, Any], key: str, digits: int, ratio: bool = False) -> str:
-        values = [spawner["figures"][key] for spawner in row["spawners"].values()]
-        text = " / ".join(f"{v:.{digits}f}" for v in values)
-        if ratio and len(values) == 2 and values[1]:
-            text += f" ({values[0] / values[1]:.2f})"
-        return text
+    def cell(row: dict[str, Any], key: str, digits: int) -> str:
+        values = {s: row["spawners"][s]["figures"][key] for s in contenders}
+        text = " / ".join(f"{v:.{digits}f}" for v in values.values())
+        ratios = ", ".join(ratio(values["einfra"], values[o]) for o in others)
+        return f"{text} ({ratios})" if others else text
 
-    lines = [
-        "| N, variant | start p50 ms | start p99 ms | ours: p50 / floor | hub CPU ms per spawn "
-        "| longest loop stall ms | longest GC pause ms | poll µs | stop p50 ms | API requests per spawn |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    lines += [
+        f"Each cell: {heading}" + (f" (ours / {', ours / '.join(LABELS[o] for o in others)})" * bool(others)),
+        "",
+        "| N, variant | start p50 ms | start p99 ms | hub CPU ms per start | longest loop stall ms "
+        "| longest GC pause ms | poll µs | stop p50 ms | API requests per spawn |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["results"]:
-        ours = row["spawners"]["einfra"]["figures"]
         lines.append(
-            f"| {row['n']} {row['variant']} | {cell(row, 'start_p50_ms', 0, True)} "
-            f"| {cell(row, 'start_p99_ms', 0)} | {ours['start_p50_ms'] / ours['floor_p50_ms']:.2f} "
-            f"| {cell(row, 'cpu_ms_per_spawn', 2, True)} | {cell(row, 'stall_ms', 0)} "
+            f"| {row['n']} {row['variant']} | {cell(row, 'start_p50_ms', 0)} "
+            f"| {cell(row, 'start_p99_ms', 0)} "
+            f"| {cell(row, 'cpu_ms_per_spawn', 2)} | {cell(row, 'stall_ms', 0)} "
             f"| {cell(row, 'gc_longest_ms', 0)} | {cell(row, 'poll_us', 0)} | {cell(row, 'stop_p50_ms', 0)} "
             f"| {cell(row, 'requests_per_spawn', 2)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def picture(report: dict[str, Any], path: Path) -> None:
+    """Start p50/p99 and hub CPU per start against N, one line per contender and variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (latency, cpu) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: dict[tuple[str, str], list[tuple[int, dict[str, float]]]] = {}
+    for row in report["results"]:
+        for spawner, summary in row["spawners"].items():
+            series.setdefault((spawner, row["variant"]), []).append((row["n"], summary["figures"]))
+    for (spawner, variant), points in series.items():
+        points.sort(key=lambda point: point[0])
+        sizes = [n for n, _ in points]
+        name = f"{LABELS[spawner]} ({variant})"
+        drawn = latency.plot(sizes, [f["start_p50_ms"] for _, f in points], marker="o", label=f"{name} p50")
+        latency.plot(
+            sizes,
+            [f["start_p99_ms"] for _, f in points],
+            marker="x",
+            linestyle="--",
+            color=drawn[0].get_color(),
+            label=f"{name} p99",
+        )
+        cpu.plot(sizes, [f["cpu_ms_per_spawn"] for _, f in points], marker="o", label=name)
+    for axes, title, unit in ((latency, "start latency", "ms"), (cpu, "hub CPU per start", "ms")):
+        axes.set_xscale("log")
+        axes.set_xlabel("spawns at once (N)")
+        axes.set_ylabel(unit)
+        axes.set_title(title)
+        axes.grid(True, alpha=0.3)
+    latency.set_yscale("log")
+    latency.legend(fontsize=7)
+    cpu.legend(fontsize=7)
+    settings = report["settings"]
+    figure.suptitle(
+        f"Spawn storm: fake API server {settings['latency_ms']:g} ms per request, "
+        f"pod Running {settings['running_delay_ms']:g} ms after creation; medians of {settings['repeat']}"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -203,7 +304,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--sizes", default="1,10,100,500,1000", help="comma-separated N (default: %(default)s)"
     )
     parser.add_argument("--repeat", type=int, default=3, help="trials per figure; the median is shown")
-    parser.add_argument("--compare", choices=["kubespawner"], help="also run the storm through KubeSpawner")
+    parser.add_argument(
+        "--compare",
+        default="",
+        help="other contenders, comma-separated: kubespawner (if installed), floor",
+    )
+    parser.add_argument(
+        "--cold-repeat", type=int, help="cold first spawns per contender and variant (default: --repeat)"
+    )
+    parser.add_argument("--quick", action="store_true", help="N = 10, one trial, one variant (CI)")
     parser.add_argument("--variants", default="home,nohome", help="home (a PVC per user), nohome, or both")
     parser.add_argument("--latency-ms", type=float, default=2.0, help="API server latency per request")
     parser.add_argument("--running-delay-ms", type=float, default=50.0, help="pod created -> Running")
@@ -216,14 +325,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trial-timeout", type=float, default=600.0, help="seconds per trial")
     parser.add_argument("--json", type=Path, help="also write every figure and trial to this file")
     parser.add_argument("--markdown", type=Path, help="also write the headline figures as a Markdown table")
-    return parser.parse_args(argv)
+    parser.add_argument("--png", type=Path, help="the picture (default: beside --json, as .png)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeat, args.variants = "10", 1, args.variants.split(",")[0]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
-    spawners = ["einfra"] + ([args.compare] if args.compare else [])
+    spawners = ["einfra"] + [c for c in args.compare.split(",") if c]
+    unknown = set(spawners) - set(LABELS)
+    if unknown:
+        raise SystemExit(f"unknown contenders: {', '.join(sorted(unknown))}")
     report: dict[str, Any] = {
         "settings": {
             "latency_ms": args.latency_ms,
@@ -231,14 +347,27 @@ def main(argv: list[str] | None = None) -> int:
             "repeat": args.repeat,
             "idle_seconds": args.idle_seconds,
         },
+        "cold": {},
         "results": [],
     }
     problems = 0
+    cold_repeat = args.repeat if args.cold_repeat is None else args.cold_repeat
+    for variant in variants:
+        if cold_repeat <= 0:
+            break
+        colds: dict[str, list[dict[str, Any]]] = {s: [] for s in spawners}
+        for _ in range(cold_repeat):
+            for spawner in spawners:
+                colds[spawner].append(run_trial(spawner, variant, 1, args, cold=True))
+        cold = {s: cold_summary(colds[s]) for s in spawners}
+        print_cold(variant, cold)
+        problems += sum(len(c["problems"]) for c in cold.values())
+        report["cold"][variant] = cold
     for n in sizes:
         for variant in variants:
             trials: dict[str, list[dict[str, Any]]] = {s: [] for s in spawners}
             for _ in range(args.repeat):
-                for spawner in spawners:  # alternated, so that drift of the machine hits both
+                for spawner in spawners:  # alternated, so that drift of the machine hits each
                     trials[spawner].append(run_trial(spawner, variant, n, args))
             results = {s: summarise(trials[s], args) for s in spawners}
             print_block(n, variant, results)
@@ -248,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     if args.markdown:
         args.markdown.write_text(markdown_table(report))
+    png = args.png or (args.json.with_suffix(".png") if args.json else None)
+    if png is not None:
+        picture(report, png)
     return 1 if problems else 0
 
 

@@ -1,9 +1,12 @@
 """One spawn-storm trial in a process of its own, as a hub would run it; used by spawn_storm.py.
 
-Run: ``python benchmarks/storm_trial.py --spawner einfra|kubespawner --variant home|nohome -n 100``.
-It starts the fake API server in a child process (so that its CPU is not counted here), builds
-``n`` spawners in this process's event loop, ``start()``s them all at once, then ``poll()``s and
-``stop()``s them all, and prints one JSON object of measurements on stdout. A process per trial
+Run: ``python benchmarks/storm_trial.py --spawner einfra|kubespawner|floor --variant home|nohome
+-n 100 [--cold]``. It starts the fake API server in a child process (so that its CPU is not
+counted here), builds ``n`` spawners in this process's event loop, warms each contender up the
+same way (the shared watches listed and watching, the client connected: the state of a hub that
+has been up for a while), ``start()``s them all at once, then ``poll()``s and ``stop()``s them
+all, and prints one JSON object of measurements on stdout. With ``--cold`` it measures the first
+spawn after hub start instead: one spawner started at once, without any warm-up. A process per trial
 keeps the spawners' per-process caches (backends, KubeSpawner's reflectors and clients) and the
 garbage of one trial out of the next.
 
@@ -145,6 +148,15 @@ def kubespawner_spawners(
         c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan"}]
     else:
         c.KubeSpawner.storage_pvc_ensure = False
+    # The same pod as ours (storm_profiles, rendered by render.py): non-root, no privilege
+    # escalation, every capability dropped, the runtime's seccomp profile, no service account token.
+    c.KubeSpawner.allow_privilege_escalation = False
+    c.KubeSpawner.container_security_context = {
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    c.KubeSpawner.automount_service_account_token = False
     spawners = [KubeSpawner(config=c, log=log, **stand_ins(i)) for i in range(n)]
 
     async def close() -> None:
@@ -156,7 +168,35 @@ def kubespawner_spawners(
     return spawners, close
 
 
-#: How long the hub runs before the storm (for both spawners).
+def floor_spawners(n: int, variant: str, url: str) -> tuple[list[Any], Callable[[], Any], Any]:
+    """The floor (``floor.py``): one session, one watch, a pre-serialised pod per start."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from floor import FloorHub, FloorSpawner
+
+    hub = FloorHub(url, "default", home=variant == "home")
+    return [FloorSpawner(hub, i) for i in range(n)], hub.close, hub
+
+
+async def warm_up(contender: str, spawners: list[Any], floor_hub: Any) -> None:
+    """What a hub that has been up for a while has done, the same for every contender: the
+    shared pod and event watches listed and watching, the API client connected."""
+    if contender == "kubespawner":
+        first = spawners[0]
+        await first._start_watching_pods()
+        if first.events_enabled:
+            await first._start_watching_events()
+    elif contender == "floor":
+        await floor_hub.warm()
+    else:
+        from einfra_spawner.runtime import current_runtime
+
+        # configure() began warming the backend at "hub start"; wait until its watches synced
+        # (a second warm-up finds them started and only waits).
+        backend = current_runtime().backend("kubernetes", spawners[0].config, spawners[0].log)
+        await backend.warm_up()
+
+
+#: How long the hub runs, after the warm-up, before the storm (for every contender).
 HUB_START_SECONDS = 1.0
 
 
@@ -271,15 +311,23 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
         ) as server:
             # KubeSpawner loads a kubeconfig before it applies k8s_api_host.
             os.environ["KUBECONFIG"] = str(kubeconfig)
+            floor_hub = None
             if args.spawner == "kubespawner":
                 spawners, close = kubespawner_spawners(n, args.variant, server.url, log)
+            elif args.spawner == "floor":
+                spawners, close, floor_hub = floor_spawners(n, args.variant, server.url)
             else:
                 spawners, close = einfra_spawners(n, args.variant, server.url, log, Path(tmp))
             assert server.pid is not None
-            # The hub has finished starting before the class presses Start: what either spawner
-            # does in the background at hub start is done (for ours, configure() opening the
-            # usage ledger and warming the backend up; KubeSpawner builds its client when the
-            # spawners are built).
+            if args.cold:
+                try:
+                    return await cold_trial(args, spawners[0], floor_hub, server)
+                finally:
+                    await close()
+            # The hub has finished starting before the class presses Start: every contender is
+            # warmed up the same way (its shared watches listed and watching), then the hub
+            # idles a moment as a hub that has been up for a while.
+            await warm_up(args.spawner, spawners, floor_hub)
             await asyncio.sleep(HUB_START_SECONDS)
             gc.collect()
             gc_clock = GcClock()
@@ -319,6 +367,8 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
                     "requests": requests_by_kind(stats),
                     "pods_running": stats["objects"]["pods"],
                 }
+                if args.dump_pod is not None:
+                    await dump_pod(server.url, args.dump_pod)
                 await server.reset_stats()
                 _, polls, wall, cpu = await timed_all(spawners, lambda s: s.poll())
                 stats = await server.stats()
@@ -358,9 +408,54 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def cold_trial(args: argparse.Namespace, spawner: Any, floor_hub: Any, server: Any) -> dict[str, Any]:
+    """The first spawn after hub start: nothing warmed up (ours has only begun warming up in the
+    background, as configure() does at hub start; KubeSpawner starts its watches inside the
+    start; the floor opens its session and watch first)."""
+    await server.reset_stats()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    if floor_hub is not None:
+        await floor_hub.warm()
+    await maybe_future(spawner.run_pre_spawn_hook())
+    await spawner.start()
+    latency, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    stats = await server.stats()
+    await spawner.stop()
+    return {
+        "spawner": args.spawner,
+        "variant": args.variant,
+        "n": 1,
+        "cold": {
+            "latency_ms": latency * 1e3,
+            "cpu_ms": cpu * 1e3,
+            "requests": requests_by_kind(stats),
+            "pods_running": stats["objects"]["pods"],
+        },
+    }
+
+
+async def dump_pod(url: str, path: Path) -> None:
+    """Write the first pod of the storm (as the API server stores it) to ``path``: the
+    evidence that the contenders ask for the same pod."""
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/api/v1/namespaces/default/pods", params={"limit": "1"}) as response,
+    ):
+        listed = await response.json()
+    pod = listed["items"][0]
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generateName"):
+        pod["metadata"].pop(key, None)
+    pod.pop("status", None)
+    await asyncio.to_thread(path.write_text, json.dumps(pod, indent=1, sort_keys=True) + "\n")
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spawner", choices=["einfra", "kubespawner"], default="einfra")
+    parser.add_argument("--spawner", choices=["einfra", "kubespawner", "floor"], default="einfra")
+    parser.add_argument("--cold", action="store_true", help="measure the first spawn after hub start")
+    parser.add_argument("--dump-pod", type=Path, help="write the first pod of the storm to this file")
     parser.add_argument("--variant", choices=["home", "nohome"], default="home")
     parser.add_argument("-n", type=int, default=10)
     parser.add_argument("--latency-ms", type=float, default=2.0)

@@ -4,9 +4,18 @@ JupyterHub stores a request's options before the spawner sees them, and reuses t
 that brings none (a REST ``POST`` without a body, the admin page's "Start", a ``PATCH`` of the
 options then a start, a hub restart). Most options may be reused; a ``home: reset`` must not
 (it would erase a home nobody asked to erase). So the spawner honours a reset only when the
-request being handled carries it itself, read here from the request the way JupyterHub reads it
-(the options form's fields, ``/hub/spawn?opt-...`` query arguments, or the REST body, flat or,
-on JupyterHub 6, wrapped in ``{"user_options": ...}``), and never stores one.
+request being handled carries it itself, read here from the request the way JupyterHub reads it,
+and never stores one:
+
+* the options form's fields (a ``POST`` of ``/hub/spawn``);
+* the query arguments of ``GET /hub/spawn``, by JupyterHub 6's rule (:func:`query_options`),
+  which the spawner applies on JupyterHub 5 too, so that a query asks for the same on both;
+* the REST body: on JupyterHub 6 a body with ``user_options`` or ``display_name`` is
+  ``{"display_name": ..., "user_options": {...}}``, whose options are ``user_options`` alone
+  (a ``home`` beside ``display_name`` is not an option: JupyterHub ignores it, and so does this
+  module); any other object is the options themselves (both versions; JupyterHub 5 takes only
+  that form, and passes a ``user_options`` or ``display_name`` key on as an option, which the
+  resolver refuses).
 
 The request object is tornado's ``HTTPServerRequest`` (only its ``method``, ``body``,
 ``body_arguments`` and ``query_arguments`` are read).
@@ -15,7 +24,7 @@ The request object is tornado's ``HTTPServerRequest`` (only its ``method``, ``bo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import OptionsError
@@ -23,15 +32,35 @@ from .form import request_from_form, request_from_query
 from .options import UserContext
 from .profiles import ProfileSet
 
-__all__ = ["as_stored", "asks_for_reset"]
+__all__ = ["HUB_QUERY_ARGUMENTS", "as_stored", "asks_for_reset", "options_in_body", "query_options"]
 
 
-def _decoded(arguments: Mapping[str, list[bytes]], prefix: str = "") -> dict[str, list[str]]:
-    return {
-        key[len(prefix) :]: [value.decode("utf8", "replace") for value in values]
-        for key, values in arguments.items()
-        if key.startswith(prefix)
-    }
+def _decoded(arguments: Mapping[str, list[bytes]]) -> dict[str, list[str]]:
+    return {key: [value.decode("utf8", "replace") for value in values] for key, values in arguments.items()}
+
+
+#: Query arguments of ``/hub/spawn`` that are JupyterHub's own, never options.
+HUB_QUERY_ARGUMENTS = frozenset({"next", "display_name"})
+
+
+def query_options(query: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
+    """The option keys of ``/hub/spawn``'s query arguments, by JupyterHub 6's rule: without
+    JupyterHub's own ``next`` and ``display_name``, the ``opt-`` keys without their prefix if
+    there is any, else the plain keys.
+
+    JupyterHub 6 applies it before the spawner sees the query; JupyterHub 5 passes every
+    argument but ``next`` as it came (``opt-cpu`` and all), so the spawner applies it there."""
+    arguments = {key: values for key, values in query.items() if key not in HUB_QUERY_ARGUMENTS}
+    prefixed = {key[4:]: values for key, values in arguments.items() if key.startswith("opt-")}
+    return prefixed or arguments
+
+
+def options_in_body(body: object) -> object:
+    """The options a REST start's JSON ``body`` asks for (``None``: none, the stored ones are
+    used), read as JupyterHub 6 reads it (see the module's docstring)."""
+    if isinstance(body, Mapping) and ("user_options" in body or "display_name" in body):
+        return body.get("user_options")
+    return body
 
 
 def asks_for_reset(request: Any, profiles: ProfileSet, user: UserContext) -> bool:
@@ -44,11 +73,9 @@ def asks_for_reset(request: Any, profiles: ProfileSet, user: UserContext) -> boo
         if request.body_arguments:  # the options form, as JupyterHub's spawn page reads it
             asked = request_from_form(_decoded(request.body_arguments), profiles, user)
         elif request.method == "GET":
-            asked = request_from_query(_decoded(request.query_arguments, "opt-"))
+            asked = request_from_query(query_options(_decoded(request.query_arguments)))
         elif request.body:
-            body = json.loads(request.body)
-            wrapped = isinstance(body, dict) and "user_options" in body
-            asked = body["user_options"] if wrapped else body
+            asked = options_in_body(json.loads(request.body))
     except (ValueError, OptionsError):
         return False
     return isinstance(asked, Mapping) and asked.get("home") == "reset"

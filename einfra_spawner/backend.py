@@ -56,6 +56,9 @@ class BackendFeatures:
     supports_images: bool = True
     #: What the servers run as, in a few words, for the form ("local processes"); "" says nothing.
     description: str = ""
+    #: Whether the backend provides a profile's extra mounts (volumes). Where it does not (local
+    #: processes) the form lists them as not provided and offers no choice of them.
+    supports_mounts: bool = True
     #: Whether a home reset keeps the old home aside (``True``) or deletes it; the form words the
     #: reset box accordingly.
     reset_keeps_old_home: bool = True
@@ -205,6 +208,23 @@ class Backend(Protocol):
         tried again at the next pass)."""
         ...
 
+    async def current_home(self, identity: ServerIdentity, instance: str) -> int | None:
+        """The generation of the server's current home (see :mod:`einfra_spawner.storage`), for
+        a server whose spawner state does not say (new, or re-created after a delete that kept
+        its home); ``None`` when it has no home yet."""
+        ...
+
+    async def delete_storage(self, identity: ServerIdentity, instance: str, *, homes: bool) -> None:
+        """JupyterHub deletes the server, or its user (``delete_forever``): remove what belongs
+        to the server alone (per-server volumes whose policy says so) and, when ``homes``, its
+        home and the homes kept after its resets. Called after the server stopped."""
+        ...
+
+    async def expire_homes(self, instance: str, now: float) -> list[str]:
+        """Remove the homes kept after resets whose time is up at ``now`` (seconds since the
+        epoch), for the reconciler; returns a few words for each one removed."""
+        ...
+
 
 class BackendBase:
     """Defaults for the optional parts of :class:`Backend`: subclass it, and override what your
@@ -234,6 +254,17 @@ class BackendBase:
     async def remove(self, record: ServerRecord) -> None:
         """Never called while :meth:`inventory` returns ``None``."""
         raise NotImplementedError("this backend reports no inventory, so it removes nothing")
+
+    async def current_home(self, identity: ServerIdentity, instance: str) -> int | None:
+        """Homes have one generation: the first."""
+        return None
+
+    async def delete_storage(self, identity: ServerIdentity, instance: str, *, homes: bool) -> None:
+        """Nothing is kept per server."""
+
+    async def expire_homes(self, instance: str, now: float) -> list[str]:
+        """No old homes are kept."""
+        return []
 
 
 class BackendFactory(Protocol):

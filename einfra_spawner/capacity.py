@@ -1,9 +1,9 @@
 """GPU availability while choosing: free and total GPUs of the types a user may see.
 
-Where it sits: the options form (and its JSON route, :mod:`einfra_spawner.gpu_route`) asks the
-backend for the capacity of the GPU types the user's groups grant (the form's rule,
-:func:`~einfra_spawner.form.capacity_types`), bounded by a time-out: a slow or failing backend
-gives a form without figures, never no form. The figures are also Prometheus gauges in
+Where it sits: the options form (and the GPU figures service, :mod:`einfra_spawner.gpu_service`,
+through the user's spawner) asks the backend for the capacity of the GPU types the user's groups
+grant (the form's rule, :func:`~einfra_spawner.form.capacity_types`), bounded by a time-out: a
+slow or failing backend gives a form without figures, never no form. The figures are also Prometheus gauges in
 ``/hub/metrics``.
 """
 

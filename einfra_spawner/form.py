@@ -33,32 +33,87 @@ radio buttons and checkboxes add ``:<value>``, and the profile radios are ``prof
 A fixed option (one choice open to the user) is shown as text and has no field; the request then
 simply omits the key and the resolver takes the profile's value. The same holds for CPU and
 memory when the chosen GPU type brings fixed values of its own.
+
+Ranges, prices, GPU availability
+--------------------------------
+A CPU or memory range is a number field in a unit a person reads (cores; GiB, MiB...: the
+largest unit in which the bounds and step are whole, :mod:`.form_resources`); a posted bare
+number is read in that unit (``"16"`` -> ``"16Gi"``), which the same rule computes again, and
+the resolver checks bounds and step exactly. The field's bounds and step are built from
+:func:`~einfra_spawner.options.allowed_quantity`, the resolver's own rule, so the browser never
+blocks what the resolver grants. Prices (:mod:`.pricing`, the usage report's rule) are printed
+beside each value and GPU type and carried as exact fractions in data attributes, from which the
+page's script keeps each profile's "Hourly cost of this choice" up to date. A GPU type of which
+the backend's figures show none (or too few for its least count) is disabled with the reason;
+without figures nothing is disabled. A backend that provides no extra mounts gets them listed as
+not provided, as images are on a backend without images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from fractions import Fraction
+from typing import Literal
 
 from .backend import GpuCapacity
-from .models import NO_GPU, CpuOption, GpuChoice, Instance, MemoryOption, Profile
-from .options import ResolvedOptions, UserContext, default_profile_for, granted, quantity_option
+from .form_resources import (
+    CPU_UNIT,
+    Envelope,
+    FieldUnit,
+    Pricer,
+    amount_text,
+    cpu_label,
+    envelope,
+    memory_label,
+    memory_unit,
+    posted_quantity,
+)
+from .form_view import (
+    Checkbox,
+    CostLine,
+    Fixed,
+    FormView,
+    GpuView,
+    HomeView,
+    ImageView,
+    MountsView,
+    NumberInput,
+    Option,
+    ProfileView,
+    Select,
+    TextInput,
+)
+from .models import NO_GPU, CpuOption, GpuChoice, Instance, MemoryOption, Mount, Profile
+from .options import (
+    AllowedQuantity,
+    ResolvedOptions,
+    UserContext,
+    allowed_quantity,
+    default_profile_for,
+    granted,
+    quantity_option,
+)
+from .pricing import hourly_cost
 from .profiles import ProfileSet
-from .quantities import format_cpu, format_memory
+from .quantities import format_cpu, format_memory, parse_cpu, parse_memory
+from .storage import format_duration
 
 __all__ = [
     "CUSTOM_IMAGE_VALUE",
     "IMAGES_DO_NOT_APPLY",
+    "MOUNTS_NOT_PROVIDED",
+    "NONE_ON_CLUSTER",
     "RESET_LABEL",
     "RESET_LABEL_DELETES",
     "Checkbox",
+    "CostLine",
     "Fixed",
     "FormView",
     "GpuView",
     "HomeView",
     "ImageView",
     "MountsView",
+    "NumberInput",
     "Option",
     "ProfileView",
     "Select",
@@ -81,7 +136,11 @@ _CUSTOM_SUFFIX = "image-custom"
 _MOUNTS_MARKER = "mounts-shown"
 RESET_LABEL = "Reset my home (your current home is kept aside)"
 RESET_LABEL_DELETES = "Reset my home (your current home is deleted)"
+RESET_LABEL_KEPT = "Reset my home (your current home is kept for a while)"
 IMAGES_DO_NOT_APPLY = "Images do not apply on this hub"
+MOUNTS_NOT_PROVIDED = "Extra storage is not provided on this hub"
+NONE_ON_CLUSTER = "none on this cluster"
+_RESOURCE_KEYS: tuple[Literal["cpu", "memory"], ...] = ("cpu", "memory")
 
 
 def field_name(slug: str, key: str) -> str:
@@ -89,158 +148,7 @@ def field_name(slug: str, key: str) -> str:
     return f"{slug}{_SEPARATOR}{key}"
 
 
-# --- the view model ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Option:
-    """One entry of a select, a radio group or a checkbox group."""
-
-    value: str
-    label: str
-    selected: bool = False
-    note: str = ""
-    id: str = ""
-    # GPU types only: the "N of M free" part of ``note`` and what comes before it, kept apart so
-    # that the form's script can refresh the figures in place (``capacity_of`` names the type).
-    static_note: str = ""
-    capacity_note: str = ""
-    capacity_of: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fixed:
-    """An option with nothing to choose, shown as information."""
-
-    kind: ClassVar[str] = "fixed"
-    label: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Select:
-    """A ``<select>`` with its ``<label>``."""
-
-    kind: ClassVar[str] = "select"
-    name: str
-    id: str
-    label: str
-    options: tuple[Option, ...]
-    hint: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TextInput:
-    """A text ``<input>`` with its ``<label>``."""
-
-    name: str
-    id: str
-    label: str
-    value: str = ""
-    placeholder: str = ""
-    hint: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Checkbox:
-    """A single checkbox with its ``<label>``."""
-
-    name: str
-    id: str
-    value: str
-    label: str
-    checked: bool = False
-    hint: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ImageView:
-    """The image choices, and the custom image field where the profile allows one."""
-
-    kind: ClassVar[str] = "image"
-    select: Select
-    custom: TextInput | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GpuView:
-    """GPU types as radio buttons (with "N of M free" where known) and the GPU count."""
-
-    kind: ClassVar[str] = "gpu"
-    legend: str
-    name: str
-    options: tuple[Option, ...]
-    count: Select | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HomeView:
-    """What the home is, and the reset checkbox where the profile allows a reset."""
-
-    text: str
-    reset: Checkbox | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MountsView:
-    """Optional mounts as checkboxes (with the marker field) and the mounts always present."""
-
-    legend: str
-    name: str
-    marker: str
-    options: tuple[Option, ...]
-    always: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProfileView:
-    """One profile on the form: its radio button and its controls."""
-
-    slug: str
-    display_name: str
-    description: str
-    radio_id: str
-    checked: bool
-    image: ImageView | Fixed | None
-    cpu: Select | Fixed
-    memory: Select | Fixed
-    gpu: GpuView | Fixed | None
-    home: HomeView | None
-    mounts: MountsView | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FormView:
-    """Everything the template shows."""
-
-    instance: str
-    profiles: tuple[ProfileView, ...]
-    images_apply: bool
-    images_note: str = ""
-    empty_message: str = ""
-    # The user's cost over the usage window and their quotas, one sentence each.
-    usage: tuple[str, ...] = ()
-    # Where the script refreshes GPU figures (the hub's JSON route); empty: no script.
-    gpus_url: str = ""
-
-
 # --- labels ------------------------------------------------------------------------------------
-
-
-def cpu_label(millicores: int) -> str:
-    """``2000`` -> ``2 CPUs``, ``500`` -> ``0.5 CPU``."""
-    if millicores % 1000 == 0:
-        count = millicores // 1000
-        return f"{count} CPU" if count == 1 else f"{count} CPUs"
-    return f"{millicores / 1000:g} CPU"
-
-
-def memory_label(size: int) -> str:
-    """``8589934592`` -> ``8 GiB``."""
-    text = format_memory(size)
-    if text.endswith("i"):
-        return f"{text[:-2]} {text[-2:]}B"
-    return f"{text} bytes"
 
 
 def _gpu_name(choice: GpuChoice, instance: Instance) -> str:
@@ -252,9 +160,9 @@ def _gpu_name(choice: GpuChoice, instance: Instance) -> str:
 def _with_resources(choice: GpuChoice) -> str:
     parts = []
     if choice.cpu is not None and choice.cpu.fixed:
-        parts.append(cpu_label(choice.cpu.choices[0].value))
+        parts.append(cpu_label(choice.cpu.default_value()))
     if choice.memory is not None and choice.memory.fixed:
-        parts.append(memory_label(choice.memory.choices[0].value))
+        parts.append(memory_label(choice.memory.default_value()))
     return f"with {' and '.join(parts)}" if parts else ""
 
 
@@ -262,11 +170,26 @@ def _capacity_note(capacity: GpuCapacity | None) -> str:
     if capacity is None:
         return ""  # the backend cannot tell
     if capacity.total == 0:
-        return "none available"
+        return NONE_ON_CLUSTER
     return f"{capacity.free} of {capacity.total} free"
 
 
+def _offered_counts(choice: GpuChoice, capacity: GpuCapacity | None) -> list[int]:
+    """The counts the form offers for a GPU type: its own, none above the cluster's total when
+    known (a count the cluster cannot hold at all could never start)."""
+    counts = list(choice.counts())
+    return counts if capacity is None else [n for n in counts if n <= capacity.total]
+
+
 # --- building the view -------------------------------------------------------------------------
+
+
+def _register_first(mount: Mount) -> str:
+    """What the user must register before a mount with a per-user secret can work."""
+    source = mount.pv or mount.csi
+    if source is None or source.secret is None:
+        return ""
+    return source.register_first or "Needs your credentials registered first."
 
 
 def capacity_types(profiles: ProfileSet, user: UserContext) -> tuple[str, ...]:
@@ -302,6 +225,9 @@ class _ProfileBuilder:
         self.last = last
         self.capacity = capacity
         self.gpus = [c for c in profile.gpu.choices if self.open(c.groups)]
+        self.pricer = Pricer(instance.prices)
+        # What the form pre-selects, as the fields are built (for the cost line).
+        self.selected: dict[str, int | str] = {}
 
     def open(self, groups: Sequence[str]) -> bool:
         return granted(groups, self.user, self.instance)
@@ -348,40 +274,110 @@ class _ProfileBuilder:
         select = Select(name=self.name("image"), id=self.name("image"), label="Image", options=tuple(options))
         return ImageView(select=select, custom=text_input)
 
-    def quantity(self, key: str) -> Select | Fixed:
-        """CPU or memory: the profile's choices, or those the GPU types bring with them."""
+    def quantity(self, key: Literal["cpu", "memory"]) -> Select | NumberInput | Fixed:
+        """CPU or memory: the profile's choices or range, or those the GPU types bring with them."""
         is_cpu = key == "cpu"
         label_of = cpu_label if is_cpu else memory_label
         value_of = format_cpu if is_cpu else format_memory
+        price_of = self.pricer.cpu if is_cpu else self.pricer.memory
         base: CpuOption | MemoryOption = self.profile.cpu if is_cpu else self.profile.memory
-        in_play: list[CpuOption | MemoryOption] = []
-        for gpu in self.gpus:
-            option = (gpu.cpu if is_cpu else gpu.memory) or base
-            if option not in in_play:
-                in_play.append(option)
+        in_play = self.options_in_play(key)
+        allowed = [allowed_quantity(o, self.open) for o in in_play]
         values: list[int] = []
-        for option in in_play:
-            for choice in option.choices:
-                if self.open(choice.groups) and choice.value not in values:
-                    values.append(choice.value)
+        for option in allowed:
+            values.extend(v for v in option.values if v not in values)
         title = "CPU" if is_cpu else "Memory"
         by_gpu = in_play != [base]
-        if len(values) == 1:
-            return Fixed(label=title, text=label_of(values[0]))
+        if all(o.fixed for o in in_play) and len({o.default_value() for o in in_play}) == 1:
+            only = in_play[0].default_value()
+            self.selected[key] = only
+            note = self.pricer.per_hour(price_of(only))
+            text = f"{label_of(only)} ({note})" if note else label_of(only)
+            return Fixed(label=title, text=text, part=key, price=self.pricer.exact(price_of(only)))
+        if len(values) == 1 and not any(a.is_range for a in allowed):
+            self.selected[key] = values[0]
+            note = self.pricer.per_hour(price_of(values[0]))
+            text = f"{label_of(values[0])} ({note})" if note else label_of(values[0])
+            return Fixed(label=title, text=text, part=key, price=self.pricer.exact(price_of(values[0])))
         if by_gpu and all(o.fixed for o in in_play):
             return Fixed(label=title, text="comes with the GPU type (see each GPU type)")
+        hint = "The GPU type decides which values are allowed." if by_gpu else ""
         last = self.last.get(key)
-        default = value_of(base.default_choice().value)
-        selected = last if isinstance(last, str) and last in map(value_of, values) else default
+        default = base.default_value()
+        field = envelope(allowed)
+        if field is not None:
+            return self.number(key, field, allowed, last, default, hint)
+        selected = last if isinstance(last, str) and last in map(value_of, values) else value_of(default)
+        self.selected[key] = next((v for v in values if value_of(v) == selected), default)
         return Select(
             name=self.name(key),
             id=self.name(key),
             label=f"{title} (limit)",
             options=tuple(
-                Option(value=value_of(v), label=label_of(v), selected=value_of(v) == selected)
+                Option(
+                    value=value_of(v),
+                    label=label_of(v),
+                    selected=value_of(v) == selected,
+                    note=self.pricer.per_hour(price_of(v)),
+                    price=self.pricer.exact(price_of(v)),
+                )
                 for v in sorted(values)
             ),
-            hint="The GPU type decides which values are allowed." if by_gpu else "",
+            hint=hint,
+            part=key,
+        )
+
+    def options_in_play(self, key: Literal["cpu", "memory"]) -> list[CpuOption | MemoryOption]:
+        """The profile's option and those the user's GPU types bring, each once."""
+        in_play: list[CpuOption | MemoryOption] = []
+        for gpu in self.gpus:
+            option = quantity_option(self.profile, gpu, key)
+            if option not in in_play:
+                in_play.append(option)
+        return in_play
+
+    def unit(self, key: Literal["cpu", "memory"]) -> FieldUnit:
+        """The unit of the number field of ``key`` (cores; the largest memory unit that fits)."""
+        if key == "cpu":
+            return CPU_UNIT
+        field = envelope([allowed_quantity(o, self.open) for o in self.options_in_play(key)])
+        return memory_unit((field.minimum, field.step) if field is not None else ())
+
+    def number(
+        self,
+        key: Literal["cpu", "memory"],
+        field: Envelope,
+        allowed: Sequence[AllowedQuantity],
+        last: object,
+        default: int,
+        hint: str,
+    ) -> NumberInput:
+        """A number field for a range: bounds and step in the field's unit, the price per unit."""
+        unit = self.unit(key)
+        chosen = default
+        if isinstance(last, str):
+            try:
+                parsed = (parse_cpu if key == "cpu" else parse_memory)(last)
+            except ValueError:
+                parsed = default  # never from a resolved request; kept total all the same
+            chosen = parsed if any(a.allows(parsed) for a in allowed) else default
+        self.selected[key] = chosen
+        price = (self.pricer.cpu if key == "cpu" else self.pricer.memory)(unit.size)
+        per_unit = self.pricer.per_unit(price, "CPU" if key == "cpu" else unit.label)
+        bounds = f"{amount_text(field.minimum, unit)} to {amount_text(field.maximum, unit)} {unit.label}"
+        steps = f"in steps of {amount_text(field.step, unit)}"
+        return NumberInput(
+            name=self.name(key),
+            id=self.name(key),
+            label=f"{'CPU' if key == 'cpu' else 'Memory'} (limit, {unit.label})",
+            value=amount_text(chosen, unit),
+            minimum=amount_text(field.minimum, unit),
+            maximum=amount_text(field.maximum, unit),
+            step=amount_text(field.step, unit),
+            unit=unit.label,
+            hint=" ".join(p for p in (f"{bounds}, {steps}.", f"{per_unit}." if per_unit else "", hint) if p),
+            part=key,
+            unit_price=self.pricer.exact(price),
         )
 
     def gpu(self) -> GpuView | Fixed | None:
@@ -389,45 +385,85 @@ class _ProfileBuilder:
             return None  # nothing to choose and nothing to say: no GPU
         if len(self.gpus) == 1 and self.gpus[0].max_count == 1:
             only = self.gpus[0]
-            note = _capacity_note(self.capacity.get(only.id))
+            self.selected["gpu"], self.selected["gpu_count"] = only.id, only.default_count()
+            price = self.pricer.per_unit(self.pricer.gpu(only.id), "GPU") if only.id != NO_GPU else ""
+            note = ", ".join(n for n in (_capacity_note(self.capacity.get(only.id)), price) if n)
             text = " ".join(p for p in (_gpu_name(only, self.instance), _with_resources(only)) if p)
-            return Fixed(label="GPU", text=f"{text} ({note})" if note else text)
+            exact = self.pricer.exact(self.pricer.gpu(only.id)) if only.id != NO_GPU else ""
+            return Fixed(label="GPU", text=f"{text} ({note})" if note else text, part="gpu", price=exact)
+        offered = {c.id: _offered_counts(c, self.capacity.get(c.id)) for c in self.gpus}
+        # A type the cluster has none of (or too few for its least count) is shown, not offered;
+        # a busy one stays selectable (the backend's fail-fast message explains). When every type
+        # would be closed, none is: the figures may be wrong, and the backend will say why.
+        closed = {c.id for c in self.gpus if c.id != NO_GPU and not offered[c.id]}
+        if len(closed) == len(self.gpus):
+            closed = set()
         last = self.last.get("gpu")
         selected = last if last in {c.id for c in self.gpus} else self.profile.gpu.default_choice().id
-        options = []
-        for choice in self.gpus:
-            extras = [_with_resources(choice)]
-            if choice.max_count > 1:
-                extras.append(f"up to {choice.max_count}")
-            static = ", ".join(e for e in extras if e)
-            live = _capacity_note(self.capacity.get(choice.id))
-            options.append(
-                Option(
-                    value=choice.id,
-                    label=_gpu_name(choice, self.instance),
-                    note=", ".join(e for e in (static, live) if e),
-                    selected=choice.id == selected,
-                    id=f"{self.name('gpu')}:{choice.id}",
-                    static_note=static,
-                    capacity_note=live,
-                    capacity_of=choice.id if live else "",
-                )
-            )
-        most = max(c.max_count for c in self.gpus)
+        if selected in closed:
+            selected = next(c.id for c in self.gpus if c.id not in closed)
+        options = [self.gpu_option(c, offered[c.id], c.id in closed, c.id == selected) for c in self.gpus]
+        counts = sorted(
+            {n for c in self.gpus if c.id not in closed and c.id != NO_GPU for n in offered[c.id]}
+        )
+        chosen_choice = next(c for c in self.gpus if c.id == selected)
+        # The count pre-selected is one the chosen type is offered: the last, else its default,
+        # else its least (the cost line counts what the form will post).
+        own = [str(n) for n in offered[selected]]
+        last_count = str(self.last.get("gpu_count", chosen_choice.default_count()))
+        if last_count not in own:
+            default_count = str(chosen_choice.default_count())
+            last_count = default_count if default_count in own or not own else own[0]
+        self.selected["gpu"] = selected
+        self.selected["gpu_count"] = int(last_count) if selected != NO_GPU else 0
         count = None
-        if most > 1:
-            last_count = str(self.last.get("gpu_count", "1"))
+        if counts and counts != [1]:
             count = Select(
                 name=self.name("gpu_count"),
                 id=self.name("gpu_count"),
                 label="Number of GPUs",
                 options=tuple(
-                    Option(value=str(n), label=str(n), selected=str(n) == last_count)
-                    for n in range(1, most + 1)
+                    Option(value=str(n), label=str(n), selected=str(n) == last_count) for n in counts
                 ),
                 hint="Up to the number shown for the chosen type; ignored without a GPU.",
+                part="gpu_count",
             )
         return GpuView(legend="GPU", name=self.name("gpu"), options=tuple(options), count=count)
+
+    def gpu_option(self, choice: GpuChoice, counts: list[int], closed: bool, selected: bool) -> Option:
+        """One GPU type: its resources, counts, cluster figures and price, closed or not."""
+        capacity = self.capacity.get(choice.id)
+        extras = [_with_resources(choice)]
+        if closed and capacity is not None and capacity.total:
+            extras.append(f"only {capacity.total} on this cluster, at least {choice.counts()[0]} needed")
+        elif counts and counts[-1] > 1:
+            extras.append(f"{counts[0]} to {counts[-1]}" if counts[0] > 1 else f"up to {counts[-1]}")
+        static = ", ".join(e for e in extras if e)
+        live = _capacity_note(capacity)
+        price = Fraction(0) if choice.id == NO_GPU else self.pricer.gpu(choice.id)
+        price_note = self.pricer.per_unit(price, "GPU")
+        # Where the CPU or memory in force with this type is fixed, the form does not read the
+        # field (``_effective_fixed``): the type carries that price itself.
+        cpu = quantity_option(self.profile, choice, "cpu")
+        memory = quantity_option(self.profile, choice, "memory")
+        return Option(
+            value=choice.id,
+            label=_gpu_name(choice, self.instance),
+            note=", ".join(e for e in (static, live, price_note) if e),
+            selected=selected,
+            id=f"{self.name('gpu')}:{choice.id}",
+            static_note=static,
+            capacity_note=live,
+            price_note=price_note,
+            capacity_of=choice.id if live else "",
+            disabled=closed,
+            price=self.pricer.exact(price),
+            count_bound=counts[-1] if counts else 0,
+            cpu_price=self.pricer.exact(self.pricer.cpu(cpu.default_value())) if cpu.fixed else "",
+            memory_price=self.pricer.exact(self.pricer.memory(memory.default_value()))
+            if memory.fixed
+            else "",
+        )
 
     def home(self) -> HomeView | None:
         home = self.profile.home
@@ -448,6 +484,13 @@ class _ProfileBuilder:
                 RESET_LABEL,
                 "Starts this server with an empty home; the current one is moved aside, not deleted.",
             )
+        elif self.instance.homes.reset.keep_for > 0:
+            kept = format_duration(self.instance.homes.reset.keep_for)
+            label, hint = (
+                RESET_LABEL_KEPT,
+                f"Starts this server with an empty home; the current one is kept for {kept}, "
+                "then deleted (ask the operators for it in that time).",
+            )
         else:
             label, hint = (
                 RESET_LABEL_DELETES,
@@ -460,6 +503,16 @@ class _ProfileBuilder:
         mounts = [m for m in self.profile.mounts if self.open(m.groups)]
         if not mounts:
             return None
+        if self.mounts_note:
+            # As images: nothing to choose where the backend provides none (the local backend).
+            return MountsView(
+                legend="Extra storage",
+                name=self.name("mounts"),
+                marker=self.name(_MOUNTS_MARKER),
+                options=(),
+                unavailable=tuple(f"{m.display_name or m.id} ({m.mount_path})" for m in mounts),
+                note=self.mounts_note,
+            )
         last = self.last.get("mounts")
         chosen = (
             {m for m in last if isinstance(m, str)}
@@ -470,7 +523,7 @@ class _ProfileBuilder:
             Option(
                 value=m.id,
                 label=m.display_name or m.id,
-                note=" ".join(p for p in (m.description or "", f"({m.mount_path})") if p),
+                note=" ".join(p for p in (m.description or "", f"({m.mount_path})", _register_first(m)) if p),
                 selected=m.id in chosen,
                 id=f"{self.name('mounts')}:{m.id}",
             )
@@ -488,8 +541,34 @@ class _ProfileBuilder:
 
     #: Whether the backend keeps an old home aside on reset (local) or deletes it (Kubernetes).
     reset_keeps_old_home = True
+    #: Why extra mounts are not provided (a backend without them); "" where they are.
+    mounts_note = ""
+
+    def cost(self) -> CostLine | None:
+        """The hourly cost of what the form pre-selects (after the GPU and resources are built)."""
+        if not self.pricer.shown:
+            return None
+        chosen = self.selected
+        gpu = str(chosen.get("gpu", NO_GPU))
+        amount = hourly_cost(
+            self.instance.prices,
+            cpu_millicores=int(chosen.get("cpu", 0)),
+            memory_bytes=int(chosen.get("memory", 0)),
+            gpu=None if gpu == NO_GPU else gpu,
+            gpu_count=int(chosen.get("gpu_count", 0)),
+        )
+        return CostLine(currency=self.pricer.currency, text=self.pricer.total(amount))
 
     def build(self, checked: bool, images_apply: bool) -> ProfileView:
+        # The GPU first: a type may bring the CPU and memory the cost line counts.
+        gpu = self.gpu()
+        choice = next((c for c in self.gpus if c.id == self.selected.get("gpu")), None)
+        cpu, memory = self.quantity("cpu"), self.quantity("memory")
+        if choice is not None:
+            for key in _RESOURCE_KEYS:
+                option = quantity_option(self.profile, choice, key)
+                if option.fixed:
+                    self.selected[key] = option.default_value()
         return ProfileView(
             slug=self.profile.slug,
             display_name=self.profile.display_name,
@@ -497,11 +576,12 @@ class _ProfileBuilder:
             radio_id=f"profile:{self.profile.slug}",
             checked=checked,
             image=self.image() if images_apply else None,
-            cpu=self.quantity("cpu"),
-            memory=self.quantity("memory"),
-            gpu=self.gpu(),
+            cpu=cpu,
+            memory=memory,
+            gpu=gpu,
             home=self.home(),
             mounts=self.mounts(),
+            cost=self.cost(),
         )
 
 
@@ -514,6 +594,7 @@ def build_form(
     images_apply: bool = True,
     servers_run_as: str = "",
     reset_keeps_old_home: bool = True,
+    mounts_apply: bool = True,
     usage: Sequence[str] = (),
     gpus_url: str = "",
 ) -> FormView:
@@ -524,9 +605,16 @@ def build_form(
     ``capacity`` holds the free/total figures the backend gave for each GPU type (missing types
     show none); ``images_apply`` is false on a backend that runs no images, whose
     ``servers_run_as`` (e.g. "local processes") then says why. ``reset_keeps_old_home`` words
-    the reset box: kept aside (local backend) or deleted (a Kubernetes volume). ``usage`` holds
-    sentences about the user's cost and quotas, shown above the profiles; ``gpus_url`` is the
-    JSON route the page's script refreshes the GPU figures from.
+    the reset box: kept aside (local backend) or deleted (a Kubernetes volume); ``mounts_apply``
+    is false on a backend that provides no extra mounts (they are then listed as not provided).
+    ``usage`` holds sentences about the user's cost and quotas, shown above the profiles;
+    ``gpus_url`` is the JSON route the page's script refreshes the GPU figures from.
+
+    GPU types of which ``capacity`` says the cluster has none (or fewer than the type's least
+    count) are shown disabled with the reason, and "Number of GPUs" offers no more than the
+    cluster's total; without figures nothing is disabled or bounded. Where the instance has
+    ``prices``, each CPU and memory value and each GPU type shows its hourly price, and each
+    profile the hourly cost of its current choice (kept up to date by the page's script).
     """
     instance = profiles.instance
     images_note = ""
@@ -553,8 +641,10 @@ def build_form(
         _ProfileBuilder(profile, user, instance, remembered if profile.slug == chosen else {}, capacity or {})
         for profile in allowed
     ]
+    why = f" (its servers run as {servers_run_as})" if servers_run_as else ""
     for builder in builders:
         builder.reset_keeps_old_home = reset_keeps_old_home
+        builder.mounts_note = "" if mounts_apply else f"{MOUNTS_NOT_PROVIDED}{why}."
     views = tuple(b.build(b.profile.slug == chosen, images_apply) for b in builders)
     return FormView(
         instance=instance.display_name,
@@ -591,6 +681,18 @@ def _effective_fixed(profile: Profile, gpu: object, key: Literal["cpu", "memory"
     if choice is None:
         return False  # an unknown GPU: the resolver refuses it and says why
     return quantity_option(profile, choice, key).fixed
+
+
+def _posted_quantity(
+    profile: Profile, user: UserContext, instance: Instance, key: Literal["cpu", "memory"], value: object
+) -> object:
+    """A CPU or memory field's value as a quantity: a number field posts a bare number in its
+    unit (the unit the form chose for this user, computed again by the same rule)."""
+    builder = _ProfileBuilder(profile, user, instance, {}, {})
+    allowed = [allowed_quantity(o, builder.open) for o in builder.options_in_play(key)]
+    if envelope(allowed) is None:
+        return value  # a select: its values are quantities already
+    return posted_quantity(value, builder.unit(key))
 
 
 def request_from_form(
@@ -630,11 +732,10 @@ def request_from_form(
     gpu_chosen = gpu if gpu is not None else profile.gpu.default_choice().id
     if count is not None and gpu_chosen != NO_GPU:
         request["gpu_count"] = count
-    keys: tuple[Literal["cpu", "memory"], ...] = ("cpu", "memory")
-    for key in keys:
+    for key in _RESOURCE_KEYS:
         value = field(key)
         if value is not None and not _effective_fixed(profile, gpu, key):
-            request[key] = value
+            request[key] = _posted_quantity(profile, user, profiles.instance, key, value)
     home = field("home")
     if home is not None:
         request["home"] = home
@@ -645,7 +746,9 @@ def request_from_form(
 
 def request_from_query(query: Mapping[str, Sequence[str]]) -> dict[str, object]:
     """The request that ``/hub/spawn?opt-<key>=<value>`` asks for (flat request keys, each
-    value a list of strings as JupyterHub passes it). Not validated here: the resolver does."""
+    value a list of strings), from the option keys as JupyterHub 6 passes them on
+    (:func:`einfra_spawner.asked.query_options` reads them so from JupyterHub 5's or from the
+    raw query). Not validated here: the resolver does."""
     request: dict[str, object] = {}
     for key, values in query.items():
         if key == "mounts":

@@ -10,7 +10,6 @@ the reconciler; the spawner itself (:mod:`einfra_spawner.spawner`) knows none of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -21,17 +20,27 @@ from traitlets.config import Application
 
 from .backend import load_backend_class
 from .errors import ProfileError
+from .gpu_service import Figures, GpuService, GpuServiceServer, HubLink, is_ours, start_gpu_service
 from .profiles import ProfileSet
 from .reconcile import HubServer
-from .runtime import current_runtime
+from .runtime import HubRuntime, current_runtime
 from .spawner import EInfraSpawner
 from .usage.recorder import records_usage
 
-__all__ = ["configure", "jupyterhub_view"]
+__all__ = ["DEFAULT_GPU_SERVICE", "GpuService", "configure", "jupyterhub_view"]
+
+#: The GPU figures service of :func:`configure` by default: ``/services/gpus/``, on a free
+#: loopback port of the hub's machine.
+DEFAULT_GPU_SERVICE = GpuService()
 
 
 def configure(
-    c: Any, profiles_dir: str | os.PathLike[str], *, backend: str = "local", freeze_heap: bool = False
+    c: Any,
+    profiles_dir: str | os.PathLike[str],
+    *,
+    backend: str = "local",
+    gpu_service: GpuService | None = DEFAULT_GPU_SERVICE,
+    freeze_heap: bool = False,
 ) -> ProfileSet:
     """Make a hub run EInfraSpawner from an instance folder; call it in ``jupyterhub_config.py``.
 
@@ -40,9 +49,16 @@ def configure(
     Sets ``JupyterHub.spawner_class``, ``EInfraSpawner.profiles_dir`` and ``.backend``, and the
     named servers: with ``servers_per_user: N`` above 1, named servers are allowed and limited
     to ``N - 1`` besides the default server (JupyterHub counts named servers that exist,
-    running or not). Installs the JSON route ``GET /hub/api/einfra/gpus`` (GPU figures for the
-    form's script) in ``JupyterHub.extra_handlers``, after any handlers already configured.
-    Returns the loaded profiles.
+    running or not). Returns the loaded profiles.
+
+    ``gpu_service`` (``None``: none): the GPU figures for the form's script, ``GET
+    {base_url}services/gpus/gpus``, served by a JupyterHub service that runs in the hub's own
+    process (:mod:`einfra_spawner.gpu_service`). When called as the hub starts, its address is
+    bound now; the service is added to ``JupyterHub.services`` and its access scope
+    (``access:services!service=gpus``) to the ``user`` role of ``JupyterHub.load_roles``, even
+    when the configuration file assigns either of them after this call. A hub whose address
+    cannot be bound logs why and runs without the service (the form shows the figures of the
+    moment it was built).
 
     When called as the hub starts (on its running event loop), once the configuration file has
     run, the usage ledger named by ``EInfraSpawner.usage_db_url`` is opened and the backend is
@@ -68,16 +84,139 @@ def configure(
     c.JupyterHub.allow_named_servers = servers > 1
     # 0 means "no limit" to JupyterHub; one server per user leaves no named server at all.
     c.JupyterHub.named_server_limit_per_user = servers - 1 if servers > 1 else 0
-    from .gpu_route import HANDLERS  # imports JupyterHub's handlers: only when configuring
-
-    existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
-    c.JupyterHub.extra_handlers = existing + [h for h in HANDLERS if h not in existing]
-    with contextlib.suppress(RuntimeError):  # no running loop: a tool, not a starting hub
-        asyncio.get_running_loop().call_soon(_begin_runtime, c)
+    starting = True
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no running loop: a tool, not a starting hub
+        starting = False
+    _offer_gpu_service(c, gpu_service, starting=starting)
+    if starting:
+        loop.call_soon(_begin_runtime, c)
     if freeze_heap:
         gc.collect()
         gc.freeze()
     return profiles
+
+
+def _offer_gpu_service(c: Any, settings: GpuService | None, *, starting: bool) -> None:
+    """Start the GPU figures service (in a starting hub) and register it with JupyterHub; with
+    ``settings`` ``None``, or when it cannot listen, make sure none of ours is registered."""
+    runtime = current_runtime()
+    log = logging.getLogger("JupyterHub")
+    server = runtime.gpu_service
+    if server is not None and server.settings != settings:  # configured again, differently
+        runtime.gpu_service = None
+        if starting:
+            runtime.track(server.close(), log, "Closing the GPU figures service")
+        server = None
+    if server is None and settings is not None and starting:
+        try:
+            server = runtime.gpu_service = start_gpu_service(settings)
+        except OSError as exc:
+            # The figures are a convenience: the form shows those of the moment it is built.
+            log.error(
+                "The GPU figures service cannot listen on %s:%s (%s); the form will not refresh "
+                "its GPU figures",
+                settings.ip,
+                settings.port,
+                exc,
+            )
+    app: Any = Application.instance() if Application.initialized() else None
+    if app is not None and app.has_trait("services") and app.has_trait("load_roles"):
+        _follow_hub_settings(app, runtime)
+        return
+    # A tool or a test reading a configuration: register as a starting hub would, where the
+    # address is known beforehand.
+    spec = None
+    if server is not None:
+        spec = server.settings.spec(server.url, server.api_token)
+    elif settings is not None and not starting and (settings.url or settings.port):
+        url = settings.url or f"http://{settings.ip}:{settings.port}"
+        spec = settings.spec(url, settings.api_token or "(generated as the hub starts)")
+    services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
+    roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
+    if spec is not None or any(map(is_ours, services)):
+        c.JupyterHub.services, c.JupyterHub.load_roles = _registered(services, roles, spec)
+
+
+def _follow_hub_settings(app: Any, runtime: HubRuntime) -> None:
+    """Keep the hub's ``services`` and ``load_roles`` in step with the service this process runs
+    (``runtime.gpu_service``): now, and whenever the configuration file assigns either setting
+    after :func:`configure` (a traitlets observer; JupyterHub applies the file's settings once
+    it has run). An operator's ``c.JupyterHub.services = [...]`` must not silently drop it."""
+
+    def ensure(change: object = None) -> None:
+        server = runtime.gpu_service
+        spec = server.settings.spec(server.url, server.api_token) if server is not None else None
+        services, roles = _registered(list(app.services), list(app.load_roles), spec)
+        if services != app.services:
+            app.services = services
+        if roles != app.load_roles:
+            app.load_roles = roles
+
+    app.observe(ensure, names=["services", "load_roles"])
+    ensure()
+
+
+def _registered(
+    services: list[Any], roles: list[Any], spec: dict[str, Any] | None
+) -> tuple[list[Any], list[Any]]:
+    """``services`` and ``roles`` with ``spec`` as the only service of ours (none: ``None``), and
+    the ``user`` role (JupyterHub's role of every user; its default is ``self``) granting its
+    access scope. Copies, never changes, the dictionaries given."""
+    gone = {s["name"] for s in services if is_ours(s)} - ({spec["name"]} if spec else set())
+    kept = [s for s in services if not is_ours(s)]
+    new_services = [*kept, spec] if spec is not None else kept
+    if new_services == services:
+        new_services = services
+    drop = {GpuService(name=name).scope for name in gone}
+    add = GpuService(name=spec["name"]).scope if spec is not None else None
+    new_roles: list[Any] = []
+    found = False
+    for role in roles:
+        if isinstance(role, dict) and role.get("name") == "user":
+            found = True
+            scopes = [scope for scope in role.get("scopes", []) if scope not in drop]
+            if add is not None and add not in scopes:
+                scopes.append(add)
+            role = {**role, "scopes": scopes} if scopes != role.get("scopes", []) else role
+        new_roles.append(role)
+    if not found and add is not None:
+        new_roles.append({"name": "user", "scopes": ["self", add]})
+    return new_services, new_roles if new_roles != roles else roles
+
+
+def _hub_link(app: Any) -> HubLink:
+    """How the GPU figures service reaches this hub, and each user's figures: from the user's
+    own spawner, exactly as the form computes them."""
+
+    async def figures_for(name: str) -> Figures | None:
+        try:
+            user = app.users[name]
+        except KeyError:
+            return None
+        spawner = user.spawner
+        if not isinstance(spawner, EInfraSpawner):
+            return None
+        return await spawner.gpu_figures()
+
+    return HubLink(
+        api_url=_hub_api_url(app.hub),
+        hub_prefix=app.hub.base_url,
+        base_url=app.base_url,
+        same_origin=not app.subdomain_host,
+        figures_for=figures_for,
+    )
+
+
+def _hub_api_url(hub: Any) -> str:
+    """The hub's API as its own process reaches it: on the loopback when the hub listens on every
+    interface (as JupyterHub does for its managed services), so that no request leaves the pod
+    and comes back through a Kubernetes Service; else its connect URL."""
+    if hub.proto == "http" and hub.ip in ("", "0.0.0.0", "::") and hub.port:  # noqa: S104 - a comparison
+        host = "[::1]" if hub.ip == "::" else "127.0.0.1"
+        return f"http://{host}:{hub.port}{hub.base_url}api"
+    return str(hub.api_url)
 
 
 def _begin_runtime(c: Any) -> None:
@@ -88,6 +227,10 @@ def _begin_runtime(c: Any) -> None:
     app = Application.instance() if Application.initialized() else None
     config = app.config if app is not None else c
     log = app.log if app is not None else logging.getLogger("JupyterHub")
+    service: GpuServiceServer | None = current_runtime().gpu_service
+    if service is not None and app is not None and getattr(app, "hub", None) is not None:
+        service.attach(_hub_link(app))
+        log.info("GPU figures: service %s at %s", service.settings.name, service.url)
     spawner_class = getattr(app, "spawner_class", None)
     if not (isinstance(spawner_class, type) and issubclass(spawner_class, EInfraSpawner)):
         spawner_class = EInfraSpawner

@@ -9,8 +9,8 @@ form can never offer what the resolver refuses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .models import (
@@ -24,18 +24,22 @@ from .models import (
     PodSecurity,
     Profile,
     PvcSource,
+    PvTemplate,
     Toleration,
 )
+from .pod_settings import ResolvedPod
 from .profiles import ProfileSet
 from .quantities import format_cpu, format_memory
 
 __all__ = [
     "CUSTOM_IMAGE",
+    "AllowedQuantity",
     "ResolvedGpu",
     "ResolvedHome",
     "ResolvedMount",
     "ResolvedOptions",
     "UserContext",
+    "allowed_quantity",
     "default_profile_for",
     "granted",
     "quantity_option",
@@ -69,7 +73,9 @@ class ResolvedGpu:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResolvedHome:
     """The home volume. ``ephemeral``: fresh at every start (reset ``always``); ``reset``: the user
-    asked, in this request, for the persistent home to be emptied before this start."""
+    asked, in this request, for the persistent home to be emptied before this start;
+    ``keep_old_for``: seconds the home replaced by a reset is kept (0: deleted at once), from
+    the instance's ``homes.reset.keep_for``."""
 
     size: int
     storage_class: str | None
@@ -77,6 +83,7 @@ class ResolvedHome:
     access_modes: tuple[str, ...]
     ephemeral: bool
     reset: bool
+    keep_old_for: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +94,7 @@ class ResolvedMount:
     mount_path: str
     read_only: bool
     sub_path: str | None
-    source: PvcSource | NfsSource | CsiSource
+    source: PvcSource | NfsSource | CsiSource | PvTemplate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +122,10 @@ class ResolvedOptions:
     node_selector: tuple[tuple[str, str], ...]
     tolerations: tuple[Toleration, ...]
     pod_security: PodSecurity
+    #: The pod settings of the instance, the profile and the GPU type, merged.
+    pod: ResolvedPod = field(default_factory=ResolvedPod)
+    #: The size of the memory-backed ``/dev/shm`` in bytes (``None``: the runtime's default).
+    shm_size: int | None = None
 
     def user_options(self) -> dict[str, object]:
         """The request that resolves to exactly these options (for "your last choices")."""
@@ -158,3 +169,46 @@ def quantity_option(
     if key == "cpu":
         return gpu.cpu or profile.cpu
     return gpu.memory or profile.memory
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowedQuantity:
+    """The CPU counts (millicores) or memory sizes (bytes) a user may ask for under one option:
+    listed ``values`` (the choices open to their groups), or, for a range, ``minimum`` to
+    ``maximum`` in steps of ``step``. The resolver refuses and the form offers by this alone."""
+
+    values: tuple[int, ...] = ()
+    minimum: int = 0
+    maximum: int = 0
+    step: int = 0
+    default: int
+
+    @property
+    def is_range(self) -> bool:
+        return self.step > 0
+
+    def allows(self, value: int) -> bool:
+        """Whether ``value`` may be asked for; exact integer arithmetic, so no float drift."""
+        if self.is_range:
+            return self.minimum <= value <= self.maximum and (value - self.minimum) % self.step == 0
+        return value in self.values
+
+    def describe(self, fmt: Callable[[int], str]) -> tuple[str, ...]:
+        """What is allowed, for a refusal: ``("1 to 96 in steps of 1",)`` or the values."""
+        if self.is_range:
+            return (f"{fmt(self.minimum)} to {fmt(self.maximum)} in steps of {fmt(self.step)}",)
+        return tuple(fmt(v) for v in self.values)
+
+
+def allowed_quantity(
+    option: CpuOption | MemoryOption, is_open: Callable[[Sequence[str]], bool]
+) -> AllowedQuantity:
+    """What ``option`` allows a user whose groups ``is_open`` tests (a range has no groups)."""
+    default = option.default_value()
+    if option.is_range:
+        assert option.min is not None and option.max is not None  # validated at load
+        return AllowedQuantity(
+            minimum=option.min, maximum=option.max, step=option.range_step, default=default
+        )
+    values = tuple(c.value for c in option.choices if is_open(c.groups))
+    return AllowedQuantity(values=values, default=default)

@@ -19,8 +19,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ._model_base import ChoiceId, Slug
 from .errors import Problem, ProfileError, describe_value
-from .models import NO_GPU, ChoiceId, Instance, Profile, Slug
+from .models import NO_GPU, Instance, Profile
+from .render_pod import pod_patch_problems
 
 __all__ = [
     "INSTANCE_FILE",
@@ -275,6 +277,26 @@ def _cross_check(instance: _InstanceView, profiles: list[_ProfileView], problems
         )
 
 
+def _nfs_problems(instance: Instance, profiles: list[tuple[str, Profile]]) -> list[Problem]:
+    """An inline NFS volume breaks the restricted Pod Security Standard (it allows only claims,
+    CSI, emptyDir, projected, config map, secret and downward API volumes): a namespace that
+    enforces it would refuse every pod with the mount, so the file is refused at load instead."""
+    if instance.pod_security.level != "restricted":
+        return []
+    return [
+        Problem(
+            name,
+            f"mounts.{index}.nfs",
+            "an inline NFS volume is not allowed under the restricted Pod Security Standard: mount "
+            "a PersistentVolumeClaim bound to the NFS export instead (`pvc:` with `sub_path`, or a "
+            "`pv:` template), or set `pod_security: baseline` in instance.yaml on purpose",
+        )
+        for name, profile in profiles
+        for index, mount in enumerate(profile.mounts)
+        if mount.nfs is not None
+    ]
+
+
 def _profile_warnings(name: str, profile: Profile) -> list[Problem]:
     """A custom pattern that matches the image of a choice limited to groups.
 
@@ -346,6 +368,10 @@ def parse_profile_set(files: Mapping[str, str], source: str = "") -> ProfileSet:
     # Run even when files have schema errors, on what can be read: every problem in one pass.
     _cross_check(_instance_view(instance_data), views, problems)
     if problems or instance is None:
+        raise ProfileError(problems)
+    # Only on valid files: the patches are applied to a pod rendered from the settings.
+    problems = _nfs_problems(instance, profiles) + pod_patch_problems(instance, profiles)
+    if problems:
         raise ProfileError(problems)
     warnings = tuple(w for name, profile in profiles for w in _profile_warnings(name, profile))
     return ProfileSet(

@@ -24,6 +24,10 @@ The rules, for one server (matched by its server label, which is unique per user
   polling;
 * a reservation whose server runs and JupyterHub has as running is **marked running** from the
   moment the backend created it (the write was lost, e.g. to a crash).
+
+Each pass also has the backend remove the homes kept after resets whose time is up
+(:meth:`~einfra_spawner.backend.Backend.expire_homes`; the time is in each home's labels, set
+by the reset that asked, so no pass can shorten it).
 """
 
 from __future__ import annotations
@@ -234,7 +238,22 @@ class Reconciler:
                 continue
             metrics.RECONCILE_ACTIONS.labels(action=_kind(action), outcome="done").inc()
             done.append(action)
+        await self.expire_homes()
         return done
+
+    async def expire_homes(self) -> list[str]:
+        """Have the backend remove the homes kept after resets whose time is up; a failure is
+        logged and left for the next pass."""
+        try:
+            removed = await self.backend.expire_homes(self.instance, self.clock())
+        except Exception:
+            self.log.exception("Reconcile: could not remove the old homes whose time is up")
+            metrics.RECONCILE_ACTIONS.labels(action="expire_home", outcome="failed").inc()
+            return []
+        for what in removed:
+            self.log.info("Reconcile: removed %s, whose time was up", what)
+            metrics.RECONCILE_ACTIONS.labels(action="expire_home", outcome="done").inc()
+        return removed
 
     async def _carry_out(self, action: Action) -> None:
         self.log.info("Reconcile: %s", _describe(action))

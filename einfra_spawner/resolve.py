@@ -24,6 +24,7 @@ from .models import (
     NfsSource,
     Profile,
     PvcSource,
+    PvTemplate,
 )
 from .options import (
     CUSTOM_IMAGE,
@@ -32,10 +33,12 @@ from .options import (
     ResolvedMount,
     ResolvedOptions,
     UserContext,
+    allowed_quantity,
     default_profile_for,
     granted,
     quantity_option,
 )
+from .pod_settings import merge_pod_settings
 from .profiles import ProfileSet
 from .quantities import format_cpu, format_memory, parse_cpu, parse_memory
 
@@ -173,35 +176,31 @@ class _Resolver:
         )
 
     def gpu_count(self, choice: GpuChoice) -> int:
-        if choice.id == NO_GPU:
-            allowed_counts = ["0"]
-            default = 0
-        else:
-            allowed_counts = [str(n) for n in range(1, choice.max_count + 1)]
-            default = 1
+        allowed_counts = [str(n) for n in choice.counts()]
         if "gpu_count" not in self.request:
-            return default
+            return choice.default_count()
         raw = _scalar("gpu_count", self.request["gpu_count"])
         # 2.0 from JSON is the count 2; inf, nan and 2.5 are no count at all (and int(inf) raises).
         text = str(int(raw)) if isinstance(raw, float) and raw.is_integer() else str(raw)
         if text not in allowed_counts:
-            raise OptionsError("gpu_count", raw, allowed_counts)
+            raise OptionsError("gpu_count", raw, _describe_counts(choice.counts()))
         return int(text)
 
     def quantity(self, key: Literal["cpu", "memory"], option: CpuOption | MemoryOption) -> tuple[int, int]:
-        """(limit, guarantee) for CPU or memory."""
+        """(limit, guarantee) for CPU or memory: a choice open to the user's groups, or a value of
+        the option's range (its bounds and step checked exactly, in millicores or bytes)."""
         fmt = format_cpu if key == "cpu" else format_memory
-        allowed = [c.value for c in option.choices if self.open(c.groups)]
+        allowed = allowed_quantity(option, self.open)
         if key in self.request:
             raw = _scalar(key, self.request[key])
             try:
                 value = parse_cpu(raw) if key == "cpu" else parse_memory(raw)
             except ValueError:
                 value = -1
-            if value not in allowed:
-                raise OptionsError(key, raw, [fmt(v) for v in allowed])
+            if not allowed.allows(value):
+                raise OptionsError(key, raw, allowed.describe(fmt))
         else:
-            value = option.default_choice().value
+            value = allowed.default
         guarantee = value if option.guarantee is None else min(option.guarantee, value)
         return value, guarantee
 
@@ -226,6 +225,7 @@ class _Resolver:
             access_modes=home.access_modes,
             ephemeral=home.reset == "always",
             reset=wanted == "reset" and home.reset == "allowed",
+            keep_old_for=self.instance.homes.reset.keep_for,
         )
 
     def mounts(self, profile: Profile) -> tuple[ResolvedMount, ...]:
@@ -245,7 +245,7 @@ class _Resolver:
                 mount_path=m.mount_path,
                 read_only=m.read_only,
                 sub_path=m.sub_path,
-                source=_source(m.pvc, m.nfs, m.csi),
+                source=_source(m.pvc, m.nfs, m.csi, m.pv),
             )
             for m in allowed
             if not m.optional or m.id in wanted
@@ -277,12 +277,33 @@ class _Resolver:
             node_selector=tuple(sorted(profile.node_selector.items())),
             tolerations=profile.tolerations,
             pod_security=self.instance.pod_security,
+            pod=merge_pod_settings(
+                [self.instance.pod, profile.pod]
+                + ([self.instance.gpu_types[gpu.id].pod] if gpu is not None else [])
+            ),
+            shm_size=_shm_size(profile, memory_limit),
         )
 
 
+def _describe_counts(counts: range) -> list[str]:
+    """Allowed GPU counts for a refusal: each of a few, else "2 to 8 in steps of 2"."""
+    if len(counts) <= 8:
+        return [str(n) for n in counts]
+    return [f"{counts[0]} to {counts[-1]} in steps of {counts.step}"]
+
+
+def _shm_size(profile: Profile, memory_limit: int) -> int | None:
+    """The size of ``/dev/shm``: the memory limit chosen, or the profile's size (never more
+    than the memory limit: what it holds counts against the limit anyway)."""
+    if profile.shm is None:
+        return None
+    size = profile.shm.size
+    return memory_limit if size == "memory" else min(size, memory_limit)
+
+
 def _source(
-    *sources: PvcSource | NfsSource | CsiSource | None,
-) -> PvcSource | NfsSource | CsiSource:
+    *sources: PvcSource | NfsSource | CsiSource | PvTemplate | None,
+) -> PvcSource | NfsSource | CsiSource | PvTemplate:
     return next(s for s in sources if s is not None)
 
 

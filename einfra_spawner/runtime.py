@@ -21,12 +21,15 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .backend import Backend, load_backend_class
 from .profiles import ProfileSet, load_profiles
 from .reconcile import HubView, Reconciler
 from .usage.ledger import AsyncLedger
+
+if TYPE_CHECKING:  # imports JupyterHub's service handlers: only where a hub configures it
+    from .gpu_service import GpuServiceServer
 
 __all__ = ["HubRuntime", "current_runtime", "use_runtime"]
 
@@ -49,6 +52,8 @@ class HubRuntime:
         )
         self._tasks: set[asyncio.Future[Any]] = set()
         self.reconcilers: list[Reconciler] = []
+        #: The GPU figures service, served in this process (``einfra_spawner.configure``).
+        self.gpu_service: GpuServiceServer | None = None
 
     # --- shared objects --------------------------------------------------------------------------
 
@@ -181,6 +186,9 @@ class HubRuntime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        service, self.gpu_service = self.gpu_service, None
+        if service is not None:
+            await service.close()
         backends, self._backends = list(self._backends.values()), {}
         for backend in backends:
             with contextlib.suppress(Exception):

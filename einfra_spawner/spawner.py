@@ -7,10 +7,12 @@ user's groups, renders the manifests and gives both to the backend, which does t
 from one spawn is kept as configuration for the next: a spawn's resolved options live on the
 spawner only while that server exists.
 
-How a refused request reaches the caller (JupyterHub 6.1.1; ``tests/e2e`` checks each path):
+How a refused request reaches the caller (JupyterHub 6.1.1 and 5.3; ``tests/e2e`` checks each
+path on both):
 
 * form posts are resolved in ``options_from_form`` (query arguments in ``options_from_query``):
-  JupyterHub shows the form again with the message, with status 400, and starts nothing;
+  JupyterHub shows the form again with the message (status 400; 200 on JupyterHub 5, which
+  shows ``str()`` of the error, hence :class:`_Refusal`), and starts nothing;
 * REST requests are resolved in ``run_pre_spawn_hook``, which ``User.spawn`` calls before
   ``start``. The :class:`~jupyterhub.spawner.SpawnException` (status 400) comes out of
   ``POST /hub/api/users/{name}/servers/{server}`` as a 400 JSON error whose ``message`` is the
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -49,16 +52,16 @@ from functools import cache, partial
 from typing import Any
 
 import jinja2
+import jupyterhub
 from jupyterhub.spawner import Spawner
-from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Float, Integer, Unicode, default
 
-from .asked import as_stored, asks_for_reset
+from .asked import as_stored, asks_for_reset, query_options
 from .backend import Backend, GpuCapacity, ProgressEvent, StartRequest
 from .capacity import capacity_for
 from .errors import BackendError, EInfraError, OptionsError, ProfileError
-from .form import build_form, capacity_figures, request_from_form, request_from_query
+from .form import build_form, capacity_figures, capacity_types, request_from_form, request_from_query
 from .profiles import ProfileSet
 from .render import ServerIdentity, SingleUser, render_manifests
 from .resolve import ResolvedOptions, UserContext, resolve_options
@@ -74,16 +77,33 @@ except ImportError:  # pragma: no cover - JupyterHub 5
 
 __all__ = ["EInfraSpawner"]
 
+# JupyterHub 6 (read in 6.1) hands options_from_query the option keys of /hub/spawn's query
+# (asked.query_options); JupyterHub 5 (read in 5.3) hands it every query argument but "next".
+_HUB_READS_QUERY_OPTIONS = jupyterhub.version_info >= (6,)
+
+
+class _Refusal(web.HTTPError):
+    """A refusal on JupyterHub 5, whose ``str()`` is the message alone: JupyterHub 5's spawn
+    page shows ``str(error)`` of a refused form post or query (tornado's own ``str()`` would
+    read "HTTP 400: options (<message>)"); its REST API writes ``log_message % args``."""
+
+    def __init__(self, message: str, *, reason: str, status: int) -> None:
+        # The message as an argument: tornado escapes a "%" in a log message without arguments
+        # (6.3 and later) or not (before), so only this form reads the same under both.
+        super().__init__(status, "%s", message, reason=reason)
+        self.jupyterhub_message = message
+
+    def __str__(self) -> str:
+        return self.jupyterhub_message
+
 
 def _refusal(message: str, *, reason: str, status: int = 400) -> web.HTTPError:
     """An HTTP error that JupyterHub shows as ``message`` alone: on the re-rendered form, on the
-    progress page and in the REST API's JSON body (``jupyterhub_message`` is what its
-    ``format_exception`` and API ``write_error`` read)."""
-    error: web.HTTPError
-    if SpawnException is not None:
-        error = SpawnException(message, reason=reason, status_code=status)
-    else:  # pragma: no cover - JupyterHub 5
-        error = web.HTTPError(status, message.replace("%", "%%"), reason=reason)
+    progress page and in the REST API's JSON body (``jupyterhub_message`` is what JupyterHub 6's
+    ``format_exception`` and API ``write_error`` read; JupyterHub 5's form reads ``str()``)."""
+    if SpawnException is None:  # JupyterHub 5
+        return _Refusal(message, reason=reason, status=status)
+    error: web.HTTPError = SpawnException(message, reason=reason, status_code=status)
     error.jupyterhub_message = message  # type: ignore[attr-defined]  # read by JupyterHub
     return error
 
@@ -212,6 +232,9 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
     _spawn_began: float | None = None  # monotonic time the start was admitted, for the metric
     _starting = False  # from admission until the start has ended, either way
     _granted: dict[str, Any] | None = None  # the request last granted, as stored (no reset)
+    # The generation of the server's current home (see einfra_spawner.storage), kept across
+    # stops and hub restarts; None: not known yet (asked of the backend at the next start).
+    _home_generation: int | None = None
     # Looked up once per spawner: its profiles, its backend object and its identity.
     _profiles: ProfileSet | None = None
     _backend: Backend | None = None
@@ -334,11 +357,13 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
                 status=503,
             ) from exc
 
-    async def _form_usage(self) -> tuple[str, ...]:
+    async def _form_usage(self, *, gpus_offered: bool = True) -> tuple[str, ...]:
         """The form's usage sentences; none when the ledger is slow or failing (the form still
-        shows: starts check quotas anyway)."""
+        shows: starts check quotas anyway). ``gpus_offered``: whether the user may choose any GPU
+        (if not, no GPU quota line: "You use 0 of your 4 GPUs" would only puzzle them)."""
         try:
-            return await asyncio.wait_for(self.usage().form_lines(), timeout=self.usage_timeout)
+            lines = self.usage().form_lines(gpus_offered=gpus_offered)
+            return await asyncio.wait_for(lines, timeout=self.usage_timeout)
         except asyncio.TimeoutError:
             self.log.warning("Usage figures took longer than %.1f s; form without them", self.usage_timeout)
         except Exception:  # a form without figures beats no form at all
@@ -366,13 +391,20 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             images_apply=backend.features.supports_images,
             servers_run_as=backend.features.description,
             reset_keeps_old_home=backend.features.reset_keeps_old_home,
-            usage=await self._form_usage(),
-            gpus_url=url_path_join(self.hub.base_url, "api/einfra/gpus") if self.hub else "",
+            mounts_apply=backend.features.supports_mounts,
+            usage=await self._form_usage(gpus_offered=bool(capacity_types(profiles, user))),
+            gpus_url=self._gpus_url(),
         )
         return _form_template().render(form=view)
 
+    def _gpus_url(self) -> str:
+        """Where the form's script fetches fresh GPU figures: the GPU figures service of this
+        hub process (``einfra_spawner.configure``); ``""`` (no refresh) without one."""
+        service = current_runtime().gpu_service
+        return service.figures_path() if service is not None else ""
+
     async def gpu_figures(self) -> dict[str, dict[str, int | str]]:
-        """Free/total GPUs of the types this user can see, as the JSON route returns them."""
+        """Free/total GPUs of the types this user can see, as the GPU figures service returns them."""
         profiles = self.profile_set()
         capacity = await self._gpu_capacity(self.backend_object(), profiles, self.user_context())
         return capacity_figures(capacity)
@@ -391,8 +423,10 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         return request
 
     def options_from_query(self, query_data: Mapping[str, Sequence[str]]) -> dict[str, object]:
-        """``/hub/spawn?opt-profile=...&opt-cpu=4``: the REST keys as query arguments."""
-        request = request_from_query(query_data)
+        """``/hub/spawn?opt-profile=...&opt-cpu=4`` (or ``?profile=...``): the REST keys as query
+        arguments, by JupyterHub 6's rule on JupyterHub 5 and 6 alike (``asked.query_options``:
+        JupyterHub 6 has applied it already; JupyterHub 5 passes the arguments as they came)."""
+        request = request_from_query(query_data if _HUB_READS_QUERY_OPTIONS else query_options(query_data))
         self.resolve(request)
         return request
 
@@ -526,6 +560,11 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         rendering first and all of them submitting late."""
         backend = self.backend_object()
         try:
+            if self._home_generation is None and options.home is not None and not options.home.ephemeral:
+                # A new server, or one re-created after a delete that kept its home: the
+                # backend knows which home is current (from its caches).
+                found = await backend.current_home(self.identity(), options.instance)
+                self._home_generation = found or 0
             async with backend.admission():
                 async with self._preparation_turn():
                     request = self._start_request(options)
@@ -534,11 +573,13 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             self.log.warning("Could not start %s: %s", self._log_name, exc)
             raise _refusal(str(exc), reason="backend", status=503) from exc
         self._backend_state = dict(started.state)
+        # The home the server now has: a reset that kept the old home moved it on.
+        self._home_generation = request.manifests.home_generation
         return started.endpoint.ip, started.endpoint.port
 
     def _start_request(self, options: ResolvedOptions) -> StartRequest:
         """What the backend is given: the manifests, the single-user command and environment."""
-        identity = self.identity()
+        identity = dataclasses.replace(self.identity(), home_generation=self._home_generation or 0)
         # JupyterHub tells the server where to listen through JUPYTERHUB_SERVICE_URL (get_env),
         # built from ip and port. A backend may say where its servers listen: a pod on every
         # address of its own network namespace. The local backend rewrites that URL itself with
@@ -608,7 +649,7 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             self.log.warning("Could not poll %s, assuming it runs: %s", self._log_name, exc)
             return None
         if status is None:
-            self.usage().seen()
+            self.usage().seen(within=self.poll_interval)  # written within one poll interval
         else:
             # Gone, at some moment since it was last seen running (perhaps while the hub was
             # down): the interval ends there, not now.
@@ -625,6 +666,25 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             close = getattr(events, "aclose", None)
             if close is not None:
                 await close()
+
+    async def delete_forever(self) -> None:
+        """JupyterHub deletes this server (a named server removed, or its user deleted): its
+        per-server volumes go, and its homes go or stay as the instance's ``homes.on_delete``
+        says. A server re-created with the same name gets its home back only when kept."""
+        profiles = self.profile_set()
+        homes = profiles.instance.homes.on_delete == "delete"
+        try:
+            await self.backend_object().delete_storage(self.identity(), profiles.instance.name, homes=homes)
+        except BackendError as exc:
+            # JupyterHub logs it and deletes the server anyway: say what is left behind.
+            self.log.error("Could not remove the storage of deleted %s: %s", self._log_name, exc)
+            raise
+        self.log.info(
+            "Deleted %s: its storage was removed%s",
+            self._log_name,
+            ", its homes too" if homes else "; its homes are kept (homes.on_delete: keep)",
+        )
+        self._home_generation = None
 
     async def rename(self, old_name: str, new_name: str) -> None:
         """Refused: a server's home and storage are kept under its name, and would be lost."""
@@ -648,6 +708,8 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         if self._granted:
             # The options last granted: what a refused request leaves stored instead of itself.
             state["granted_options"] = self._granted
+        if self._home_generation is not None:
+            state["home_generation"] = self._home_generation
         return state
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -661,6 +723,9 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         granted = state.get("granted_options")
         if isinstance(granted, Mapping):
             self._granted = dict(granted)
+        generation = state.get("home_generation")
+        if isinstance(generation, int) and not isinstance(generation, bool) and generation >= 0:
+            self._home_generation = generation
         saved = state.get("backend")
         if self._backend_state and saved != self.backend:
             self.log.warning(

@@ -44,6 +44,7 @@ from kubernetes_asyncio import client
 __all__ = [
     "ApiError",
     "Conflict",
+    "Forbidden",
     "Gone",
     "KubeApi",
     "MaybeCreated",
@@ -82,6 +83,10 @@ class ApiError(Exception):
         self.retry_after = retry_after
         message = body.get("message") or f"HTTP {status}"
         super().__init__(f"{what}: {status} {message}" if status else f"{what}: {message}")
+
+
+class Forbidden(ApiError):
+    """403: the hub's service account may not do this (its RBAC)."""
 
 
 class NotFound(ApiError):
@@ -131,7 +136,13 @@ class MaybeCreated(ApiError):
         self.name = name
 
 
-_BY_STATUS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict, 410: Gone, 429: TooManyRequests}
+_BY_STATUS: dict[int, type[ApiError]] = {
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    429: TooManyRequests,
+}
 
 
 def api_error(status: int, body: dict[str, Any], what: str, *, retry_after: str | None = None) -> ApiError:
@@ -490,7 +501,7 @@ class KubeApi:
         return path if name is None else f"{path}/{quote(name, safe='')}"
 
     async def create(
-        self, resource: str, namespace: str, body: dict[str, Any], *, deadline: float | None = None
+        self, resource: str, namespace: str | None, body: dict[str, Any], *, deadline: float | None = None
     ) -> dict[str, Any]:
         """Create ``body`` in ``namespace``; returns the object the server stored.
 
@@ -502,7 +513,8 @@ class KubeApi:
         annotations, the earlier attempt made it: it is returned, and nothing is created
         twice. If it is absent the create is sent again; if it is another object of that name
         the create is sent again too and meets :class:`Conflict`, as any create of a taken
-        name does. A look-up that fails is retried within the deadline. When the deadline
+        name does. ``namespace`` is ``None`` for a cluster-scoped kind (PersistentVolumes).
+        A look-up that fails is retried within the deadline. When the deadline
         passes with the outcome still unknown, :class:`MaybeCreated` is raised: the object may
         exist, and the caller should remove it. A body with only ``generateName`` cannot be
         looked up: it is never sent twice, and an unknown outcome raises MaybeCreated at once.
@@ -572,7 +584,7 @@ class KubeApi:
     async def delete(
         self,
         resource: str,
-        namespace: str,
+        namespace: str | None,
         name: str,
         grace: int | None = None,
         *,
@@ -587,14 +599,27 @@ class KubeApi:
         )
 
     async def get(
-        self, resource: str, namespace: str, name: str, *, deadline: float | None = None
+        self, resource: str, namespace: str | None, name: str, *, deadline: float | None = None
     ) -> dict[str, Any]:
         path = self._path(resource, namespace, name)
         return await self._retrying("get", resource, f"{namespace}/{name}", deadline, self._fast, "GET", path)
 
+    async def replace(
+        self, resource: str, namespace: str | None, body: dict[str, Any], *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Write ``body`` over the object of its name (PUT). It carries the ``resourceVersion``
+        that was read, so a write over a newer version meets :class:`Conflict`, never a lost
+        update."""
+        name = str(body["metadata"]["name"])
+        path = self._path(resource, namespace, name)
+        subject = f"{namespace}/{name}"
+        return await self._retrying("update", resource, subject, deadline, self._fast, "PUT", path, body)
+
     def _lister(self, resource: str, namespace: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         if resource == "nodes":
             return self.core.list_node, ()
+        if resource == "persistentvolumes":
+            return self.core.list_persistent_volume, ()
         namespaced: dict[str, Callable[..., Any]] = {
             "pods": self.core.list_namespaced_pod,
             "events": self.core.list_namespaced_event,
@@ -609,11 +634,26 @@ class KubeApi:
             return everywhere[resource], ()
         return namespaced[resource], (namespace,)
 
-    async def list(self, resource: str, namespace: str | None, **selectors: str) -> dict[str, Any]:
-        """One page of objects (within the policy's budget: a watch's list has no deadline)."""
+    async def list(
+        self,
+        resource: str,
+        namespace: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
+        **selectors: str,
+    ) -> dict[str, Any]:
+        """One page of objects (within the policy's budget: a watch's list has no deadline): at
+        most ``limit`` (all when ``None``), after the page whose ``metadata.continue`` is
+        ``continue_token``."""
         method, args = self._lister(resource, namespace)
         subject = selectors.get("label_selector", "")
-        return await self._retrying("list", resource, subject, None, method, *args, **selectors)
+        paging: dict[str, Any] = {}
+        if limit is not None:
+            paging["limit"] = limit
+        if continue_token:
+            paging["_continue"] = continue_token
+        return await self._retrying("list", resource, subject, None, method, *args, **selectors, **paging)
 
     async def watch(
         self,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes_asyncio import client, config
 
 from ._api import KubeApi, RetryPolicy, tls_context
-from ._informer import Informer, slim_pod
+from ._informer import Informer, slim_event, slim_pod
 
 if TYPE_CHECKING:
     from .backend import KubernetesBackend
@@ -111,10 +111,21 @@ class Cluster:
             return Informer(
                 api, "pods", namespace, log, selectors=selectors, keep=slim_pod, watch_timeout=timeout
             )
+        if resource == "persistentvolumeclaims":
+            # Homes and per-server volumes: found by label without a read per start.
+            selectors = {"label_selector": MANAGED}
+            return Informer(api, resource, namespace, log, selectors=selectors, watch_timeout=timeout)
         if resource == "events":
             selectors = {"field_selector": "involvedObject.kind=Pod"}
             return Informer(
-                api, "events", namespace, log, selectors=selectors, index=_involved_key, watch_timeout=timeout
+                api,
+                "events",
+                namespace,
+                log,
+                selectors=selectors,
+                index=_involved_key,
+                keep=slim_event,
+                watch_timeout=timeout,
             )
         # nodes, or every pod (the GPUs used on shared nodes)
         keep = slim_pod if resource == "pods" else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 from collections.abc import Callable
@@ -19,10 +20,16 @@ from typing import Any
 
 from ._api import ApiError, Gone, KubeApi, api_error
 
-__all__ = ["Informer", "Listener", "slim_pod"]
+__all__ = ["Informer", "Listener", "slim_event", "slim_pod"]
 
 #: How many watch events are applied before the informer lets the event loop run other tasks.
 EVENTS_PER_TURN = 32
+#: Objects per list request. A hub restarted with 5,000 servers listed some 20,000 events in one
+#: response: parsing and indexing it held the event loop for most of a second. Pages of this
+#: size (as kubectl and client-go use) keep each step short, and the loop runs between pages.
+LIST_PAGE = 500
+#: Listed objects compared and announced to subscribers before the loop runs other tasks.
+OBJECTS_PER_TURN = 256
 
 #: Called with (event type, object): ADDED, MODIFIED, DELETED, or SYNCED after a (re)list.
 Listener = Callable[[str, dict[str, Any]], None]
@@ -69,6 +76,28 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
         "spec": slim_spec,
         "status": pod.get("status") or {},
     }
+
+
+_EVENT_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+_EVENT_FIELDS = ("reason", "message", "type", "count", "firstTimestamp", "lastTimestamp", "eventTime")
+_INVOLVED = ("kind", "name", "namespace", "uid")
+
+
+def slim_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an Event the backend reads: which pod it is about, its reason, message and
+    type, and when. A hub restarted with thousands of servers caches a few events per server;
+    the rest (source, reporting component, a real API server's managedFields) was most of their
+    memory."""
+    metadata = event.get("metadata") or {}
+    involved = event.get("involvedObject") or {}
+    slim: dict[str, Any] = {
+        "metadata": {key: metadata[key] for key in _EVENT_METADATA if key in metadata},
+        "involvedObject": {key: involved[key] for key in _INVOLVED if key in involved},
+    }
+    for key in _EVENT_FIELDS:
+        if key in event:
+            slim[key] = event[key]
+    return slim
 
 
 class Informer:
@@ -171,25 +200,57 @@ class Informer:
             self._task = None
 
     async def _list(self) -> None:
-        body = await self.api.list(self.resource, self.namespace, **self.selectors)
-        items = body.get("items") or []
-        if self.keep is not None:
-            items = [self.keep(o) for o in items]
+        """List every object, a page at a time, then replace the cache and announce what
+        changed. The list's resourceVersion is the first page's: every page of a list is the
+        snapshot at that version, and the watch resumes from it."""
+        # The hub froze its start-up heap (configure(freeze_heap=True)). What a restarted hub
+        # builds meanwhile (thousands of spawners) is as long-lived, and so is this list's
+        # cache: frozen too, at every page, before the list's allocations trigger full
+        # collections that scan them (at 5,000 servers they held the loop for seconds). Frozen
+        # objects are never scanned, and still freed when dropped unless held in a reference
+        # cycle; gc.freeze() itself costs no scan. A list is rare: at start and after a 410.
+        frozen = gc.get_freeze_count() > 0
+        items: list[dict[str, Any]] = []
+        version = ""
+        token: str | None = None
+        while True:
+            body = await self.api.list(
+                self.resource, self.namespace, limit=LIST_PAGE, continue_token=token, **self.selectors
+            )
+            page = body.get("items") or []
+            items.extend(page if self.keep is None else [self.keep(o) for o in page])
+            if frozen:
+                gc.freeze()
+            metadata = body.get("metadata") or {}
+            version = version or str(metadata.get("resourceVersion") or "")
+            token = metadata.get("continue") or None
+            if token is None:
+                break
+            await asyncio.sleep(0)  # let the hub serve its users between pages
         fresh = {object_key(o): o for o in items}
-        for key, obj in self.cache.items():
-            if key not in fresh:  # gone while we were not watching
-                self._emit("DELETED", obj)
         old = self.cache
         self.cache = fresh
         if self._grouped is not None:
             self._grouped = {}
             for key, obj in fresh.items():
                 self._grouped.setdefault(self.index(obj), {})[key] = obj
+        self.resource_version = version
+        self.relists += 1
+        if frozen:
+            gc.freeze()  # the cache, as indexed
+        announced = 0
+        for key, obj in old.items():
+            if key not in fresh:  # gone while we were not watching
+                self._emit("DELETED", obj)
+                announced += 1
+                if announced % OBJECTS_PER_TURN == 0:
+                    await asyncio.sleep(0)
         for key, obj in fresh.items():
             if old.get(key) != obj:
                 self._emit("ADDED" if key not in old else "MODIFIED", obj)
-        self.resource_version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        self.relists += 1
+                announced += 1
+                if announced % OBJECTS_PER_TURN == 0:
+                    await asyncio.sleep(0)
         self.synced.set()
 
     def _apply(self, event: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """The Kubernetes backend's start path: submit the manifests, then wait on the watches.
 
 A start takes a turn at the submission gate (:mod:`._pace`) while it writes: at most the user's
-namespace, the home PVC (:mod:`._storage`) and the pod. A pod of the same name left by an earlier
+namespace, the home PVC, the PersistentVolume and claim of each ``pv`` mount (:mod:`._storage`)
+and the pod. A pod of the same name left by an earlier
 start is adopted when it carries this server's labels and spec hash, and replaced otherwise; a
 pod that is not this hub's is never touched. Then the turn is given back and the start waits on
 an asyncio future that the shared pod and event watches resolve (:class:`StartWatcher`): no
@@ -36,7 +37,7 @@ from ._informer import Informer
 from ._inventory import INSTANCE, MANAGED_BY
 from ._pace import Gate
 from ._stop import PodRemoval
-from ._storage import ensure_home, ensure_namespace, reset_home
+from ._storage import ensure_home, ensure_namespace, ensure_user_volume, reset_home, retire_home
 
 if TYPE_CHECKING:
     from .backend import KubernetesBackend
@@ -113,18 +114,36 @@ class Starter:
             scope = cluster.scope()
             pods = await cluster.informer("pods", scope)
             events = await cluster.informer("events", scope)
-            home = request.manifests.home
-            if request.options.home is not None and request.options.home.reset and home is not None:
+            manifests = request.manifests
+            home, names = manifests.home, manifests.names
+
+            resolved_home = request.options.home
+            if resolved_home is not None and resolved_home.reset and home is not None:
                 progress.add(ProgressEvent("Emptying your home, as you asked", 5))
                 await self._removal.ensure_gone(api, pods, namespace, name, deadline)
-                names = request.manifests.names
-                await reset_home(api, namespace, home, names, deadline, backend.stop_timeout)
+                if manifests.retired_home is not None:
+                    # Kept for a while under its own name; the new home is a new claim.
+                    await retire_home(
+                        api,
+                        namespace,
+                        manifests.retired_home,
+                        names,
+                        now=time.time(),
+                        keep_for=resolved_home.keep_old_for,
+                        deadline=deadline,
+                    )
+                else:
+                    await reset_home(api, namespace, home, names, deadline, backend.stop_timeout)
                 state["home_ready"] = False
             if home is not None and not state.get("home_ready"):
                 progress.add(ProgressEvent("Preparing your home volume", 10))
-                await ensure_home(api, namespace, home, deadline)
+                await ensure_home(api, namespace, home, names, deadline)
                 state["home_ready"] = True
             state["home"] = home["metadata"]["name"] if home is not None else None
+            state["home_generation"] = manifests.home_generation
+            for volume in manifests.user_volumes:
+                progress.add(ProgressEvent(f"Preparing your storage {volume.mount!r}", 12))
+                await ensure_user_volume(api, namespace, volume, deadline)
             running = await self._create_and_wait(api, pods, events, request, progress, submitted, deadline)
             progress.add(ProgressEvent("Your server is ready", 100))
         except ApiError as error:

@@ -40,7 +40,7 @@ from einfra_spawner.names import dns_label, is_dns1123_label
 from einfra_spawner.progress import StartProgress
 from einfra_spawner.resolve import ResolvedGpu
 
-from ._api import ApiError
+from ._api import ApiError, NotFound
 from ._capacity import gpu_capacity
 from ._cluster import Cluster
 from ._explain import exit_status
@@ -48,6 +48,7 @@ from ._inventory import records_from_pods
 from ._pace import Gate
 from ._start import Starter
 from ._stop import PodRemoval
+from ._storage import current_generation, expired_homes, remove_server_storage
 
 __all__ = ["KubernetesBackend"]
 
@@ -62,7 +63,7 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
     """Runs each single-user server as a pod; see ``docs/backends/kubernetes.md``."""
 
     #: A pod has a network namespace of its own: its server listens on every address in it.
-    #: Resetting a home on Kubernetes deletes its volume (after the user asked, in that request).
+    #: A reset keeps the old home for the instance's ``homes.reset.keep_for``, then deletes it.
     features = BackendFeatures(
         supports_images=True,
         listen_ip="0.0.0.0",  # noqa: S104
@@ -331,6 +332,49 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
         except TimeoutError:
             message = f"{key} was deleted but is still there after {self.stop_timeout:g} s."
             raise BackendError(message) from None
+
+    # --- storage ----------------------------------------------------------------------------------
+
+    async def current_home(self, identity: ServerIdentity, instance: str) -> int | None:
+        """The generation of the server's current home, from the shared PVC watch (no read).
+        A watch that cannot sync (the API is away) fails the start rather than guess: a wrong
+        guess would mount an older home."""
+        try:
+            pvcs = await asyncio.wait_for(
+                self._cluster.informer("persistentvolumeclaims", self._cluster.scope()), self.request_timeout
+            )
+        except (asyncio.TimeoutError, ApiError) as error:
+            raise BackendError(
+                "Your home cannot be found right now (the cluster does not answer); please try again."
+            ) from error
+        names = ServerNames(identity.user, identity.server)
+        return current_generation(pvcs.cache.values(), instance, names)
+
+    async def delete_storage(self, identity: ServerIdentity, instance: str, *, homes: bool) -> None:
+        """Remove the server's per-server volumes (policy ``with_server``) and, with ``homes``,
+        its homes, found by their labels in the shared PVC watch."""
+        pvcs = await self._cluster.informer("persistentvolumeclaims", self._cluster.scope())
+        api = await self._cluster.api()
+        names = ServerNames(identity.user, identity.server)
+        try:
+            removed = await remove_server_storage(
+                api, pvcs, instance, names, homes=homes, deadline=self._cluster.deadline()
+            )
+        except ApiError as error:
+            raise BackendError(f"The cluster refused to remove the server's storage: {error}") from error
+        for what in removed:
+            self.log.info("Removed %s of deleted server %r of user %r", what, identity.server, identity.user)
+
+    async def expire_homes(self, instance: str, now: float) -> list[str]:
+        """Delete the homes kept after resets whose time is up (read from the PVC watch)."""
+        pvcs = await self._cluster.informer("persistentvolumeclaims", self._cluster.scope())
+        api = await self._cluster.api()
+        removed = []
+        for namespace, name in expired_homes(pvcs.cache.values(), instance, now):
+            with contextlib.suppress(NotFound):
+                await api.delete("persistentvolumeclaims", namespace, name, deadline=self._cluster.deadline())
+            removed.append(f"home {namespace}/{name} kept after a reset")
+        return removed
 
     # --- capacity ---------------------------------------------------------------------------------
 

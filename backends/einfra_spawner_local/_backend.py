@@ -42,6 +42,7 @@ from einfra_spawner.backend import (
 from einfra_spawner.models import GpuType
 from einfra_spawner.progress import StartProgress
 
+from ._home import Folders, remove_homes
 from ._procfs import boot_id
 from ._servers import Servers
 from ._start import Launcher
@@ -62,7 +63,10 @@ class LocalBackend(LoggingConfigurable, BackendBase):
     #: description says where servers run, for the form's "Images do not apply on this hub (...)";
     #: a reset moves the old home aside.
     features = BackendFeatures(
-        supports_images=False, description="local processes", reset_keeps_old_home=True
+        supports_images=False,
+        supports_mounts=False,
+        description="local processes",
+        reset_keeps_old_home=True,
     )
 
     home_root = Unicode(
@@ -233,6 +237,20 @@ class LocalBackend(LoggingConfigurable, BackendBase):
             starting.cancel()
             await asyncio.wait({starting})
         await self._stopper.stop(key, state)
+
+    async def delete_storage(self, identity: ServerIdentity, instance: str, *, homes: bool) -> None:
+        """A deleted server: with ``homes``, delete its home folder and the homes its resets
+        moved aside; otherwise keep them (a server re-created with that name finds its home)."""
+        if not homes:
+            return
+        root = Folders.of(self.home_root, self.log_root, self.record_root).homes
+        names = ServerNames(identity.user, identity.server)
+        try:
+            removed = await asyncio.to_thread(remove_homes, root, names)
+        except OSError as error:
+            raise BackendError(f"The home of the deleted server could not be removed: {error}") from error
+        for path in removed:
+            self.log.info("Removed %s of deleted server %r of user %r", path, identity.server, identity.user)
 
     async def poll(self, identity: ServerIdentity, state: Mapping[str, Any]) -> int | None:
         """``None`` while the server runs; its exit status once gone (0 when unknown)."""

@@ -16,13 +16,23 @@ Blocking file-system calls (the home may be on NFS): the backend runs them in a 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from einfra_spawner import BackendError, ServerNames
 
-__all__ = ["Folders", "PreparedHome", "home_folder", "log_file", "open_log", "prepare_home", "read_tail"]
+__all__ = [
+    "Folders",
+    "PreparedHome",
+    "home_folder",
+    "log_file",
+    "open_log",
+    "prepare_home",
+    "read_tail",
+    "remove_homes",
+]
 
 _MAX_TAIL_BYTES = 16_384
 _MAX_LINE_CHARS = 300
@@ -112,6 +122,27 @@ def prepare_home(path: Path, *, reset: bool, owner: tuple[int, int] | None, now:
     if owner is not None:
         os.chown(path, owner[0], owner[1], follow_symlinks=False)
     return PreparedHome(path=path, moved_to=moved_to)
+
+
+def remove_homes(root: Path, names: ServerNames) -> list[Path]:
+    """Delete a deleted server's home and the homes its resets moved aside (the instance said
+    ``homes.on_delete: delete``); returns what was removed. Only entries of ``root`` named
+    after this server are touched, a link is removed as a link (never followed), and a tree
+    is removed without following the links inside it."""
+    removed: list[Path] = []
+    aside = f"{names.home}.reset-"
+    if not root.is_dir():
+        return removed
+    with os.scandir(root) as entries:
+        found = sorted(e.name for e in entries if e.name == names.home or e.name.startswith(aside))
+    for name in found:
+        path = root / name
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+        removed.append(path)
+    return removed
 
 
 def open_log(path: Path) -> int:

@@ -29,7 +29,7 @@ from sphinx.errors import ExtensionError
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
-from einfra_spawner import models, profile_schema
+from einfra_spawner import models, pod_settings, profile_schema
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "profiles"
@@ -37,7 +37,8 @@ ROOTS = (("Instance", "instance.yaml"), ("Profile", "profile files"))
 
 
 def _model(name: str) -> type[BaseModel]:
-    found = getattr(models, name)
+    # The pod settings' models live in their own module, below the profile models.
+    found = getattr(models, name, None) or getattr(pod_settings, name)
     assert isinstance(found, type) and issubclass(found, BaseModel)
     return found
 
@@ -103,7 +104,9 @@ def _yaml_snippet(key: str, value: Any) -> str:
     """``key: value`` in YAML, the innermost collections in flow style as the reference files are."""
     body = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=None, width=90)
     body = body.removesuffix("...\n").rstrip("\n")
-    if "\n" not in body and not body.startswith("- "):
+    # One line is a value only when it is a scalar or a flow collection, not "key: value".
+    one_value = not body.startswith("- ") and not (isinstance(value, dict) and not body.startswith("{"))
+    if "\n" not in body and one_value:
         snippet = f"{key}: {body}"
     else:
         snippet = f"{key}:\n" + textwrap.indent(body, "  ")
@@ -263,7 +266,10 @@ class _Writer:
 
     def key(self, model: str, key: str, prop: dict[str, Any], required: set[str]) -> None:
         out = self.lines
-        out += [f"``{key}``", f"   - **Type:** {self.describe(prop)}"]
+        out += [f"``{key}``"]
+        if prop.get("description"):
+            out.append(f"   - {prop['description']}")
+        out.append(f"   - **Type:** {self.describe(prop)}")
         limits = self.constraints(prop)
         if limits:
             out.append(f"   - **Constraints:** {'; '.join(limits)}")

@@ -1,7 +1,7 @@
 """einfra_spawner's test harness: a fake Kubernetes API server for tests, not a cluster.
 
-It serves core/v1 pods, persistentvolumeclaims, secrets, configmaps, events, nodes and
-namespaces over HTTP on loopback, so the Kubernetes backend (and your profiles) can be
+It serves core/v1 pods, persistentvolumeclaims, persistentvolumes, secrets, configmaps, events,
+nodes and namespaces over HTTP on loopback, so the Kubernetes backend (and your profiles) can be
 tested through the real kubernetes_asyncio client on machines where no Kubernetes can run.
 A simulated scheduler and kubelet move pods through realistic states (Pending with
 FailedScheduling, image pull failures, crash loops, Running), and an optional process mode

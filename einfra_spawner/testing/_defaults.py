@@ -152,6 +152,8 @@ def initial_status(kind: str, obj: JsonDict) -> JsonDict | None:
         return {"phase": "Pending", "qosClass": qos_class(obj.get("spec") or {})}
     if kind == "PersistentVolumeClaim":
         return {"phase": "Pending"}
+    if kind == "PersistentVolume":
+        return {"phase": "Available"}
     if kind == "Namespace":
         return {"phase": "Active"}
     return None

@@ -323,6 +323,7 @@ class FakeKubernetes:
                 for name in (
                     "pods",
                     "persistentvolumeclaims",
+                    "persistentvolumes",
                     "secrets",
                     "configmaps",
                     "events",

@@ -39,6 +39,13 @@ RESOURCES: dict[str, ResourceInfo] = {
             ("pvc",),
             returns_deleted_object=True,
         ),
+        ResourceInfo(
+            "persistentvolumes",
+            "PersistentVolume",
+            False,
+            ("pv",),
+            returns_deleted_object=True,
+        ),
         ResourceInfo("secrets", "Secret", True),
         ResourceInfo("configmaps", "ConfigMap", True, ("cm",)),
         ResourceInfo("events", "Event", True, ("ev",)),

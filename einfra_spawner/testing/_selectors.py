@@ -189,6 +189,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "nodes": ("spec.unschedulable",),
     "namespaces": ("status.phase",),
     "persistentvolumeclaims": (),
+    "persistentvolumes": (),
     "configmaps": (),
 }
 

@@ -2,10 +2,12 @@
 
 Where it sits in the data flow: the spawner opens an interval when it admits a start (after the
 quota check, in the same transaction, so two concurrent starts cannot both take the last GPU),
-marks it running when the backend has started the server, records "last seen running" at every
-poll, and closes it at stop. After a hub crash, a server that poll finds gone is closed at its
-last-seen time: never at "now" (the hub cannot know when it died) and never left open. A start
-that never ran (refused by the backend, or cut short by a crash) leaves no interval.
+marks it running when the backend has started the server, records "last seen running" as polls
+see it (coalesced: one write per interval of :attr:`AsyncLedger.seen_flush_seconds` for every
+server seen meanwhile, not one write per poll), and closes it at stop. After a hub crash, a
+server that poll finds gone is closed at its last-seen time: never at "now" (the hub cannot know
+when it died) and never left open. A start that never ran (refused by the backend, or cut short
+by a crash) leaves no interval.
 
 The writes are functions of an open connection (:func:`open_interval`, :func:`mark_running`,
 :func:`seen_running`, :func:`end_interval`), each a few indexed statements built once.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +44,7 @@ __all__ = [
     "end_interval",
     "mark_running",
     "open_interval",
+    "seen_many",
     "seen_running",
 ]
 
@@ -59,6 +63,8 @@ _OPEN_BY_ID = sa.select(INTERVALS).where(
 )
 _BY_ID = sa.select(INTERVALS).where(_COLUMNS.id == sa.bindparam("interval_id"))
 _INSERT = sa.insert(INTERVALS)
+#: Ids per ``IN (...)`` query: well under SQLite's limit on bound parameters.
+_IDS_PER_QUERY = 500
 _DELETE = sa.delete(INTERVALS).where(_COLUMNS.id == sa.bindparam("interval_id"))
 _CLOSE = (
     sa.update(INTERVALS).where(_COLUMNS.id == sa.bindparam("interval_id")).values(stopped=sa.bindparam("at"))
@@ -189,6 +195,13 @@ def seen_running(connection: sa.Connection, interval_id: int, now: float) -> Non
     connection.execute(_SEEN, {"interval_id": interval_id, "now": now})
 
 
+def seen_many(connection: sa.Connection, sightings: Sequence[tuple[int, float]]) -> None:
+    """Many sightings ``(interval_id, now)`` in one statement (executemany), each with the rule
+    of :func:`seen_running`."""
+    if sightings:
+        connection.execute(_SEEN, [{"interval_id": i, "now": now} for i, now in sightings])
+
+
 def end_interval(
     connection: sa.Connection, interval_id: int, at: float | None = None, *, ran: bool = False
 ) -> Interval | None:
@@ -298,6 +311,16 @@ class Ledger:
             row = connection.execute(_BY_ID, {"interval_id": interval_id}).first()
             return None if row is None else _interval(row)
 
+    def get_many(self, interval_ids: Sequence[int]) -> dict[int, Interval]:
+        """The intervals of ``interval_ids`` that exist, by id (a few queries of many ids each)."""
+        found: dict[int, Interval] = {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(interval_ids), _IDS_PER_QUERY):
+                chunk = list(interval_ids[start : start + _IDS_PER_QUERY])
+                for row in connection.execute(sa.select(INTERVALS).where(_COLUMNS.id.in_(chunk))):
+                    found[row.id] = _interval(row)
+        return found
+
     def intervals(
         self,
         since: float,
@@ -349,9 +372,22 @@ class AsyncLedger:
     each in its own transaction, so only the faulty one fails. :meth:`call` queues a whole
     :class:`Ledger` method (reads, the sweep at start-up), run on its own between the writes
     queued before and after it.
+
+    "Seen running" is not a queued write per poll: at 5,000 running servers polled every 30 s
+    that was 10,000 transactions' worth of statements a minute, most of the hub's CPU.
+    :meth:`seen` notes the latest sighting of each interval in memory; the first note after a
+    flush arms a timer, and :meth:`flush_seen` then writes every noted sighting in one
+    statement. A hub killed between flushes loses at most :attr:`seen_flush_seconds` of
+    sightings: a server that ends while the hub is down is closed where it was last *written*
+    seen, so its run is billed up to that much short (never more than it ran). A server still
+    running is seen again at the next poll, and a stop writes its own end time, so neither
+    loses anything. :meth:`shutdown` writes what is noted.
     """
 
-    def __init__(self, url: str) -> None:
+    #: Seconds between the writes of "last seen running" (JupyterHub polls every 30 s).
+    seen_flush_seconds: float = 30.0
+
+    def __init__(self, url: str, *, seen_flush_seconds: float | None = None) -> None:
         self.url = url
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="einfra-usage")
         self._ledger: Ledger | None = None
@@ -361,6 +397,14 @@ class AsyncLedger:
         #: How many transactions the batched writes took, and how many writes they carried.
         self.batches = 0
         self.writes = 0
+        if seen_flush_seconds is not None:
+            self.seen_flush_seconds = seen_flush_seconds
+        # Sightings not yet written (interval id -> latest time), under ``_lock``; the timer
+        # that writes them; interval lookups waiting for this loop iteration's batched read.
+        self._seen: dict[int, float] = {}
+        self._seen_timer: asyncio.TimerHandle | None = None
+        self._lookups: dict[int, list[asyncio.Future[Interval | None]]] = {}
+        self._closed = False
 
     def _ledger_now(self) -> Ledger:
         # Built on the worker thread: SQLite connections belong to the thread that made them.
@@ -377,6 +421,86 @@ class AsyncLedger:
         once the transaction it ran in has committed. Awaiting it is optional: jobs run in the
         order they were queued whether or not anyone waits."""
         return self._queue(write, None)
+
+    def seen(self, interval_id: int, now: float, within: float | None = None) -> None:
+        """Note that the server of ``interval_id`` ran at ``now``; written with the next flush,
+        at most ``within`` seconds from now (the poll interval of the server's spawner, so that
+        a crash loses no more than one poll interval of sightings; default
+        :attr:`seen_flush_seconds`)."""
+        delay = self.seen_flush_seconds if within is None else max(0.0, within)
+        with self._lock:
+            if self._closed:
+                return
+            if self._seen.get(interval_id, -1.0) < now:
+                self._seen[interval_id] = now
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        timer = self._seen_timer
+        if timer is not None and timer.when() <= due:
+            return  # an earlier flush writes this one too
+        if timer is not None:
+            timer.cancel()
+        self._seen_timer = loop.call_at(due, self._flush_seen_timer)
+
+    def noted(self, interval_id: int) -> float | None:
+        """The sighting of ``interval_id`` noted but not yet written, if any."""
+        with self._lock:
+            return self._seen.get(interval_id)
+
+    def pending_seen(self) -> int:
+        """How many intervals have a sighting not yet written."""
+        with self._lock:
+            return len(self._seen)
+
+    def flush_seen(self, interval_id: int | None = None) -> asyncio.Future[None]:
+        """Queue the write of the noted sightings now (only that of ``interval_id`` when given:
+        a server's end is written after its last sighting). Resolves once it committed."""
+        if self._lookups:
+            self._read_lookups()  # lookups asked for before this write read the row before it
+        with self._lock:
+            if interval_id is None:
+                sightings, self._seen = list(self._seen.items()), {}
+            else:
+                at = self._seen.pop(interval_id, None)
+                sightings = [] if at is None else [(interval_id, at)]
+        if not sightings:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return self.write(partial(seen_many, sightings=sightings))
+
+    def _flush_seen_timer(self) -> None:
+        self._seen_timer = None
+        self.flush_seen().add_done_callback(_log_seen_failure)
+
+    def lookup(self, interval_id: int) -> asyncio.Future[Interval | None]:
+        """The interval ``interval_id`` (``None`` if there is none), read together with every
+        other lookup of this loop iteration in one query: after a hub restart each server's
+        first poll looks its interval up, and 5,000 reads queued one by one held the worker
+        (and their settling, the loop) for seconds."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Interval | None] = loop.create_future()
+        if not self._lookups:
+            loop.call_soon(self._read_lookups)
+        self._lookups.setdefault(interval_id, []).append(future)
+        return future
+
+    def _read_lookups(self) -> None:
+        waiting, self._lookups = self._lookups, {}
+        read = self.call(Ledger.get_many, list(waiting))
+
+        def settle(done: asyncio.Future[dict[int, Interval]]) -> None:
+            failed = done.cancelled() or done.exception() is not None
+            for interval_id, futures in waiting.items():
+                for future in futures:
+                    if future.done():
+                        continue
+                    if failed:
+                        future.set_exception(done.exception() or asyncio.CancelledError())
+                    else:
+                        future.set_result(done.result().get(interval_id))
+
+        read.add_done_callback(settle)
 
     def _queue(self, write: Write[T] | None, call: Callable[[Ledger], T] | None) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
@@ -453,13 +577,33 @@ class AsyncLedger:
                 queued.outcome = (False, error)
 
     def shutdown(self) -> None:
-        """Finish the queued jobs, dispose of the connections and stop the thread."""
+        """Write the noted sightings, finish the queued jobs, dispose of the connections and stop
+        the thread (callable from any thread)."""
+        with self._lock:
+            self._closed = True
+            sightings, self._seen = list(self._seen.items()), {}
+        if sightings:
+            self._executor.submit(self._write_now, partial(seen_many, sightings=sightings))
         self._executor.submit(self._dispose).result()
         self._executor.shutdown(wait=True)
+
+    def _write_now(self, write: Write[Any]) -> None:
+        try:
+            self._ledger_now().run(write)
+        except Exception:  # at shutdown there is nobody left to tell but the log
+            logging.getLogger(__name__).exception("Usage ledger: could not write at shutdown")
 
     def _dispose(self) -> None:
         if self._ledger is not None:
             self._ledger.dispose()
+
+
+def _log_seen_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        # The sightings are lost, not the runs: the next flush writes newer ones.
+        logging.getLogger(__name__).error(
+            "Usage ledger: could not record servers as running", exc_info=done.exception()
+        )
 
 
 def _call_method(method: Callable[..., T], args: tuple[Any, ...], ledger: Ledger) -> T:

@@ -8,9 +8,11 @@ live in prometheus_client's default registry, which is the one JupyterHub's hand
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Histogram
 
-from .cost import Cost, Interval, interval_cost
+from .cost import Cost, Interval, Rates, interval_cost
 
 __all__ = [
     "COST",
@@ -45,6 +47,29 @@ RECONCILE_ACTIONS = Counter(
 )
 
 
+@lru_cache(maxsize=256)
+def _per_second(
+    rates: Rates, cpu_millicores: int, memory_bytes: int, gpu: str | None, gpu_count: int
+) -> float:
+    """The cost per second of a server of that size at those rates. Computed exactly (fractions)
+    once per size: after a hub restart thousands of meters are rebuilt at once, nearly all of a
+    few sizes, and the exact sum cost more than a poll."""
+    sample = Interval(
+        instance="",
+        user="",
+        server="",
+        profile="",
+        groups=(),
+        cpu_millicores=cpu_millicores,
+        memory_bytes=memory_bytes,
+        gpu=gpu,
+        gpu_count=gpu_count,
+        rates=rates,
+        started=0.0,
+    )
+    return float(interval_cost(sample, 0.0, 3600.0).total) / 3600.0
+
+
 def record_cost(profile: str, cost: Cost) -> None:
     if cost.total > 0:
         COST.labels(profile=profile, currency=cost.currency).inc(float(cost.total))
@@ -59,9 +84,10 @@ class CostMeter:
     __slots__ = ("_counter", "_per_second", "since")
 
     def __init__(self, running: Interval) -> None:
-        hour = interval_cost(running, running.started, running.started + 3600.0)
-        self._counter = COST.labels(profile=running.profile, currency=hour.currency)
-        self._per_second = float(hour.total) / 3600.0
+        self._counter = COST.labels(profile=running.profile, currency=running.rates.currency)
+        self._per_second = _per_second(
+            running.rates, running.cpu_millicores, running.memory_bytes, running.gpu, running.gpu_count
+        )
         #: Until when the counter has counted.
         self.since = running.started
 

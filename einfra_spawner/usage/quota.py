@@ -97,15 +97,20 @@ def describe_quotas(
     open_intervals: Iterable[Interval],
     spent: Mapping[str, Cost] | None = None,
     currency: str = "",
+    *,
+    gpus_offered: bool = True,
 ) -> tuple[str, ...]:
-    """The form's lines about the user's limits: "You use 2 of your 4 GPUs." and so on."""
+    """The form's lines about the user's limits: "You use 2 of your 4 GPUs." and so on.
+
+    ``gpus_offered`` false (the user's groups grant no GPU type): no GPU lines, which would
+    only tell them of a quota they cannot use."""
     use = quota_use(quotas, user, open_intervals)
     lines: list[str] = []
     if quotas.max_servers is not None:
         lines.append(f"You run {use.servers} of your {quotas.max_servers} servers.")
-    if quotas.max_gpus is not None:
+    if quotas.max_gpus is not None and gpus_offered:
         lines.append(f"You use {use.gpus} of your {_gpus(quotas.max_gpus)}.")
-    for group, held in use.group_gpus:
+    for group, held in use.group_gpus if gpus_offered else ():
         lines.append(f"Group {group} uses {held} of its {_gpus(quotas.group_max_gpus[group])}.")
     if quotas.budget is not None and spent is not None:
         cost = spent.get(currency)

@@ -4,7 +4,8 @@ Where it sits in the data flow: :class:`~einfra_spawner.spawner.EInfraSpawner` t
 :class:`UsageRecorder` each step of a server's life (admitted -> running -> seen running at each
 poll -> ended, or left open for the reconciler); the recorder turns the step into a write queued
 for the ledger's worker thread (admission and ending are awaited; "running" and "seen" are not:
-they cannot fail a start or a poll, and the ledger keeps their order), feeds the cost metric, and
+they cannot fail a start or a poll, and the ledger keeps their order; "seen" is only noted, and
+written with every other server's once per flush interval), feeds the cost metric, and
 builds the form's usage sentences with the pure :mod:`.cost` and :mod:`.quota`. A quota refusal
 is raised as :class:`~.ledger.QuotaExceeded`; the spawner turns it into the 403 the user reads.
 
@@ -26,7 +27,7 @@ from ..models import Instance
 from ..options import ResolvedOptions, UserContext
 from . import metrics
 from .cost import Cost, Interval, describe_cost, interval_cost, rates_for, usage_cost, window
-from .ledger import AsyncLedger, Ledger, end_interval, mark_running, open_interval, seen_running
+from .ledger import AsyncLedger, Ledger, end_interval, mark_running, open_interval
 from .quota import describe_quotas, quota_refusal
 
 __all__ = ["NullRecorder", "UsageRecorder", "recorder_for", "records_usage"]
@@ -64,6 +65,7 @@ class UsageRecorder:
         #: The cost metric since this process last saw the server running; rebuilt from the ledger
         #: at the first poll after a hub restart.
         self._meter: metrics.CostMeter | None = None
+        self._resuming = False
 
     @property
     def currency(self) -> str:
@@ -75,15 +77,20 @@ class UsageRecorder:
         intervals = await ledger.call(Ledger.intervals, since, until, self.instance.name, [self.user.name])
         return usage_cost(intervals, since, until)
 
-    async def form_lines(self) -> tuple[str, ...]:
-        """The form's sentences about the user's cost and quotas."""
+    async def form_lines(self, *, gpus_offered: bool = True) -> tuple[str, ...]:
+        """The form's sentences about the user's cost and quotas (the GPU quotas only when the
+        user may choose a GPU at all)."""
         ledger = self._ledger()
         spent = await self._spent(ledger, time.time())
         running = await ledger.call(Ledger.open_intervals, self.instance.name)
         # Without prices nothing is priced: no cost line rather than a misleading "0.00".
         instance = self.instance
         lines = [describe_cost(spent, instance.usage_window_days, self.currency)] if instance.prices else []
-        lines.extend(describe_quotas(instance.quotas, self.user, running, spent, self.currency))
+        lines.extend(
+            describe_quotas(
+                instance.quotas, self.user, running, spent, self.currency, gpus_offered=gpus_offered
+            )
+        )
         return tuple(lines)
 
     async def admit(self, options: ResolvedOptions) -> None:
@@ -131,20 +138,24 @@ class UsageRecorder:
         queued = self._ledger().write(partial(mark_running, interval_id=self.interval_id, now=now))
         queued.add_done_callback(partial(self._log_failure, "mark as running"))
 
-    def seen(self) -> None:
-        """A poll saw the server running: queue "last seen running" and count the cost since
-        the last sighting in the metric."""
+    def seen(self, within: float | None = None) -> None:
+        """A poll saw the server running: note "last seen running" (the ledger writes the notes
+        of every server together, at most ``within`` seconds later: the spawner's poll
+        interval) and count the cost since the last sighting in the metric."""
         if self.interval_id is None:
             return
         now = time.time()
         ledger = self._ledger()
-        if self._meter is None:
-            # A hub restart lost the meter: rebuild it from the row as it is before this poll's
-            # write (queued first), so the metric also counts the stretch since the last poll.
-            row = ledger.call(Ledger.get, self.interval_id)
-            row.add_done_callback(partial(self._resume_meter, now))
-        queued = ledger.write(partial(seen_running, interval_id=self.interval_id, now=now))
-        queued.add_done_callback(partial(self._log_failure, "record as running"))
+        if self._meter is None and not self._resuming:
+            self._resuming = True  # one lookup, even if polls come faster than its answer
+            # A hub restart lost the meter: rebuild it from the row as written before this
+            # sighting (lookups of one loop iteration share one query), so the metric also
+            # counts the stretch since the last written sighting.
+            # A sighting noted in this process but not yet written counts as written.
+            since = ledger.noted(self.interval_id)
+            row = ledger.lookup(self.interval_id)
+            row.add_done_callback(partial(self._resume_meter, self.interval_id, now, since))
+        ledger.seen(self.interval_id, now, within)
         if self._meter is not None:
             self._meter.advance(now)
 
@@ -158,9 +169,10 @@ class UsageRecorder:
         if interval_id is None:
             return
         try:
-            closed = await self._ledger().write(
-                partial(end_interval, interval_id=interval_id, at=at, ran=ran)
-            )
+            ledger = self._ledger()
+            # Its last sighting first: a server found gone ends where it was last seen.
+            ledger.flush_seen(interval_id)
+            closed = await ledger.write(partial(end_interval, interval_id=interval_id, at=at, ran=ran))
         except Exception:
             self.log.exception("Usage ledger: could not close interval %s", interval_id)
             return
@@ -176,16 +188,22 @@ class UsageRecorder:
         """After a hub restart: the interval the spawner's saved state names."""
         self.interval_id = interval_id
 
-    def _resume_meter(self, now: float, row: asyncio.Future[Interval | None]) -> None:
+    def _resume_meter(
+        self, interval_id: int, now: float, since: float | None, row: asyncio.Future[Interval | None]
+    ) -> None:
+        self._resuming = False
         if row.cancelled() or row.exception() is not None or self._meter is not None:
             return
         interval = row.result()
-        if interval is None or interval.id != self.interval_id or interval.stopped is not None:
+        if interval is None or interval.id != interval_id or interval.stopped is not None:
             return
         if interval.last_seen is None:
             return
-        self._meter = metrics.CostMeter(replace(interval, started=interval.last_seen))
-        self._meter.advance(now)
+        started = interval.last_seen if since is None else max(since, interval.last_seen)
+        meter = metrics.CostMeter(replace(interval, started=started))
+        meter.advance(now)  # the stretch up to this poll counts even if the server ended since
+        if self.interval_id == interval_id:
+            self._meter = meter
 
     def _log_failure(self, what: str, done: asyncio.Future[Any]) -> None:
         if not done.cancelled() and done.exception() is not None:
@@ -195,7 +213,7 @@ class UsageRecorder:
 class NullRecorder(UsageRecorder):
     """For an instance with neither prices nor quotas: nothing is recorded, nothing refused."""
 
-    async def form_lines(self) -> tuple[str, ...]:
+    async def form_lines(self, *, gpus_offered: bool = True) -> tuple[str, ...]:
         return ()
 
     async def admit(self, options: ResolvedOptions) -> None:
@@ -204,7 +222,7 @@ class NullRecorder(UsageRecorder):
     def running(self) -> None:
         return None
 
-    def seen(self) -> None:
+    def seen(self, within: float | None = None) -> None:
         return None
 
     async def ended(self, at: float | None, *, ran: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""Smoke run of the spawn-storm benchmark (N = 10, one repeat): it runs and its counts add up.
+"""Smoke run of the spawn-storm benchmark (``--quick``: N = 10, one trial): it runs and its counts
+add up, for ours, KubeSpawner (when installed) and the floor, warm and cold.
 
 Never a time: figures belong to ``benchmarks/``, on a quiet machine. This only checks that every
 start returned, every poll saw a running server, every pod was gone after the stops, and the
@@ -22,9 +23,10 @@ N = 10
 
 def run_storm(tmp_path: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / "storm.json"
-    command = [sys.executable, str(SCRIPT), "--sizes", str(N), "--repeat", "1", "--json", str(out), *extra]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    command = [sys.executable, str(SCRIPT), "--quick", "--json", str(out), *extra]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "storm.png").stat().st_size > 0  # the picture beside the figures
     report: dict[str, Any] = json.loads(out.read_text())
     return report
 
@@ -44,20 +46,32 @@ def check_counts(trial: dict[str, Any], pvc: bool) -> None:
 
 def test_the_storm_runs_and_its_counts_add_up(tmp_path: Path) -> None:
     compare = importlib.util.find_spec("kubespawner") is not None
-    # Within ~20 s: with the comparison, one variant (two trials); without it, both variants.
-    extra = ["--variants", "home", "--compare", "kubespawner"] if compare else ["--variants", "home,nohome"]
-    report = run_storm(tmp_path, *extra)
-    variants = {r["variant"] for r in report["results"]}
-    assert variants == ({"home"} if compare else {"home", "nohome"})
+    contenders = ["kubespawner", "floor"] if compare else ["floor"]
+    report = run_storm(tmp_path, "--variants", "home", "--compare", ",".join(contenders))
+    assert [(r["n"], r["variant"]) for r in report["results"]] == [(N, "home")]
     for result in report["results"]:
+        assert list(result["spawners"]) == ["einfra", *contenders]
         for name, spawner in result["spawners"].items():
             assert spawner["problems"] == [], name
             (trial,) = spawner["trials"]
-            check_counts(trial, pvc=result["variant"] == "home")
+            check_counts(trial, pvc=True)
+        # Our stop path reads nothing, and our start path writes one claim and one pod per
+        # spawn; the shared informers listed and started watching as the hub started.
         ours = result["spawners"]["einfra"]["trials"][0]
-        # Our start and stop paths read nothing: the shared informers listed and started watching
-        # as the hub started (configure() warms the backend up), before the storm.
-        homes = N if result["variant"] == "home" else 0
-        expected = {"create pods": N} | ({"create persistentvolumeclaims": homes} if homes else {})
-        assert ours["start"]["requests"] == expected
+        writes = {k: v for k, v in ours["start"]["requests"].items() if k.split()[0] == "create"}
+        assert writes == {"create pods": N, "create persistentvolumeclaims": N}
+        assert ours["start"]["requests"].get("list pods", 0) == 0
+        assert ours["start"]["requests"].get("list events", 0) == 0
         assert set(ours["stop"]["requests"]) == {"delete pods"}
+        # The floor is one create per object and one delete per pod, nothing else.
+        floor = result["spawners"]["floor"]["trials"][0]
+        assert floor["start"]["requests"] == {"create pods": N, "create persistentvolumeclaims": N}
+        assert floor["stop"]["requests"] == {"delete pods": N}
+    # The cold first spawn after hub start: one pod each, and the watches started inside it.
+    cold = report["cold"]["home"]
+    assert list(cold) == ["einfra", *contenders]
+    for name, summary in cold.items():
+        assert summary["problems"] == [], name
+        (trial,) = summary["trials"]
+        assert trial["cold"]["requests"]["create pods"] == 1, name
+        assert trial["cold"]["requests"].get("watch pods", 0) == 1, name

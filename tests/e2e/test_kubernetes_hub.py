@@ -66,7 +66,14 @@ def test_registered_storage_credentials_are_mounted(k8s_hub: Hub) -> None:
     # The demo registered sshfs credentials (a per-user secret) for ada, who is in "meta".
     response = k8s_hub.spawn("ada", "meta", {"mounts": ["metacentrum"]})
     assert response.status in (201, 202), response.text
-    (pod,) = [p for p in pods(harness_url(k8s_hub)) if p["metadata"]["name"].startswith("jupyter-ada-meta-")]
+    url = harness_url(k8s_hub)
+    (pod,) = [p for p in pods(url) if p["metadata"]["name"].startswith("jupyter-ada-meta-")]
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "mount-metacentrum"]
-    assert volume["csi"]["nodePublishSecretRef"]["name"].startswith("sshfs-u-ada-")
+    # The seed's sshfs storage is a PersistentVolume of the server's own, bound to its claim, and
+    # the driver finds the key in privateKey (<namespace>/<secret>).
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    with urllib.request.urlopen(f"{url}/api/v1/persistentvolumes/{claim}", timeout=10) as response:
+        pv = json.load(response)
+    assert pv["spec"]["csi"]["volumeAttributes"]["privateKey"].startswith("default/sshfs-u-ada-")
+    assert pv["spec"]["claimRef"]["name"] == claim
     k8s_hub.stop_server("ada", "meta")

@@ -51,7 +51,7 @@ REFUSED_RESETS = {
         403,
         "You may use at most 4 GPUs at once on this hub; your running servers use 4 and this one asks for 1.",
     ),
-    "options": ({"home": "reset", "memory": "1Ti"}, 400, "memory: '1Ti' is not allowed"),
+    "options": ({"home": "reset", "memory": "1Pi"}, 400, "memory: '1Pi' is not allowed"),
 }
 
 
@@ -176,6 +176,41 @@ def test_a_refused_reset_is_never_replayed(hub: Hub, refusal: str, then: str) ->
         )
     finally:
         stop_all(hub, user, "work", "hold")
+
+
+def test_a_home_beside_display_name_is_no_reset(hub: Hub) -> None:
+    """JupyterHub 6 reads a body with ``display_name`` as ``{"display_name", "user_options"}``:
+    a ``home`` beside it is no option, and the start replays the stored options. Even when those
+    say reset (an admin's PATCH may store one), this request did not ask for it."""
+    user = "lc-display-name"
+    hub.ensure_user(user)
+    home = home_of(hub, user, "work")
+    body = {"display_name": "Work", "home": "reset"}
+    try:
+        granted = hub.spawn(user, "work", GRANTED)
+        assert granted.status in (201, 202), granted.text
+        (home / NOTE).write_text("mine\n")
+        hub.stop_server(user, "work")
+        if not hub.rest6:
+            # JupyterHub 5 takes the whole body as the options: "display_name" is no request key.
+            refused = hub.api("POST", server_path(user, "work"), body)
+            assert refused.status == 400, refused.text
+            assert refused.body["message"].startswith("display_name: "), refused.body
+        else:
+            patched = hub.api(
+                "PATCH", f"/users/{user}/servers/work", {"user_options": {"home": "reset", "cpu": "2"}}
+            )
+            assert patched.status == 200, patched.text
+            again = start(hub, user, "work", body)
+            assert again.status in (201, 202), again.text
+            model = hub.server(user, "work")
+            assert model is not None and model["ready"], model
+            assert model["user_options"] == {"cpu": "2"}
+        assert (home / NOTE).exists(), f"the home was reset; moved aside: {moved_aside(home)}"
+        assert (home / NOTE).read_text() == "mine\n"
+        assert moved_aside(home) == []
+    finally:
+        stop_all(hub, user, "work")
 
 
 # -- 2. a start that fails after admission releases its reservation -------------------------------

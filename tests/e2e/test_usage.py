@@ -160,21 +160,18 @@ def test_the_form_shows_usage_and_the_gpu_route_answers_users_only(usage_hub: Hu
     hub = usage_hub
     token = hub.api("POST", "/users/ada/tokens", {"note": "e2e", "expires_in": 600})
     assert token.status == 201, token.text
-    figures = hub.request("GET", "/hub/api/einfra/gpus", token=token.body["token"])
+    # The GPU figures service (more in test_gpu_service.py).
+    figures = hub.request("GET", "/services/gpus/gpus", token=token.body["token"])
     assert figures.status == 200, figures.text
     assert figures.body["gpus"]["a40"] == {"free": 2, "total": 2, "note": "2 of 2 free"}
     assert figures.body["gpus"][MIG] == {"free": 7, "total": 7, "note": "7 of 7 free"}
-    assert hub.request("GET", "/hub/api/einfra/gpus").status == 403  # the tests' service token
-    try:
-        urllib.request.urlopen(f"{hub.url}/hub/api/einfra/gpus", timeout=10)  # anonymous
-    except urllib.error.HTTPError as error:
-        assert error.code == 403
-    else:
-        raise AssertionError("an anonymous caller got GPU figures")
+    assert hub.request("GET", "/services/gpus/gpus").status == 403  # the tests' service token
+    with urllib.request.urlopen(f"{hub.url}/services/gpus/gpus", timeout=10) as anonymous:
+        assert anonymous.url.startswith(f"{hub.url}/hub/login")  # sent to log in, no figures
     metrics = hub.request("GET", "/hub/metrics").text
     assert 'einfra_gpus_total{gpu="a40"} 2.0' in metrics
     ben = hub.api("POST", "/users/ben/tokens", {"note": "e2e", "expires_in": 600}).body["token"]
-    assert hub.request("GET", "/hub/api/einfra/gpus", token=ben).body == {"gpus": {}}  # sees no GPU type
+    assert "a40" not in hub.request("GET", "/services/gpus/gpus", token=ben).body["gpus"]  # no GPU group
 
 
 def record_past_usage(hub: Hub, user: str) -> None:

@@ -99,6 +99,13 @@ def _plausible_values(profiles: ProfileSet) -> dict[str, list[Any]]:
         values["cpu"] += [c.value / 1000 for c in profile.cpu.choices]
         values["memory"] += [format_memory(c.value) for c in profile.memory.choices]
         values["memory"] += [str(c.value) for c in profile.memory.choices]
+        # A range: its bounds, default and neighbours (one step and one unit off the grid).
+        for key, option, fmt in (("cpu", profile.cpu, format_cpu), ("memory", profile.memory, format_memory)):
+            if option.min is not None and option.max is not None:
+                step = option.range_step
+                edges = {option.min, option.max, option.default_value()}
+                near = {v + d for v in edges for d in (-step, step, -1, 1) if v + d > 0}
+                values[key] += [fmt(v) for v in sorted(edges | near)]
         values["mounts"] += [m.id for m in profile.mounts]
     values["home"] += ["keep", "reset"]
     values["image"] += [
@@ -468,6 +475,38 @@ def _gpu(draw: st.DrawFn, types: Sequence[str]) -> tuple[tuple[GpuSpec, ...], st
     return tuple(gpus), default, {"choices": choices, **({"default": default} if default else {})}
 
 
+#: Mount sources a generated profile may use, by kind: fixed ones and ones with the per-user
+#: placeholders (plain text: {user} and {server} become the DNS-safe labels), and per-server
+#: PersistentVolumes (issue 13, storage).
+STORAGE_SOURCES: dict[str, Any] = {
+    "pvc": lambda m: {"pvc": {"claim_name": f"{m}-claim"}},
+    "pvc-per-user": lambda m: {"pvc": {"claim_name": f"{m}-{{user}}-{{server}}"}},
+    "nfs": lambda m: {"nfs": {"server": "nfs.example", "path": f"/export/{m}"}},
+    "nfs-per-user": lambda m: {"nfs": {"server": "nfs.example", "path": f"/export/{m}/{{user}}"}},
+    "csi": lambda m: {"csi": {"driver": "sshfs.csi.example", "secret": "sshfs-{user}"}},
+    "csi-per-user": lambda m: {
+        "csi": {
+            "driver": "sshfs.csi.example",
+            "secret": "sshfs-{user}",
+            "volume_attributes": {"share": "/home/{user}", "tag": "{server}"},
+        }
+    },
+    "pv": lambda m: {
+        "pv": {
+            "driver": "csi-sshfs",
+            "volume_attributes": {"user": "{user}", "share": "/home/{user}"},
+            "secret": "sshfs-{user}",
+            "secret_attribute": "privateKey",
+            "size": "10Gi",
+            "storage_class": "sshfs",
+        }
+    },
+    "pv-plain": lambda m: {
+        "pv": {"driver": "nfs.csi.k8s.io", "volume_attributes": {"server": "n", "share": "/x"}}
+    },
+}
+
+
 def _mounts(draw: st.DrawFn) -> tuple[tuple[MountSpec, ...], list[dict[str, Any]]]:
     ids = _some(draw, MOUNT_IDS, max_size=3)
     specs, data = [], []
@@ -480,12 +519,11 @@ def _mounts(draw: st.DrawFn) -> tuple[tuple[MountSpec, ...], list[dict[str, Any]
             optional=optional,
             default=optional and _flip(draw),
         )
-        source = {
-            "pvc": {"pvc": {"claim_name": f"{mount_id}-claim"}},
-            "nfs": {"nfs": {"server": "nfs.example", "path": f"/export/{mount_id}"}},
-            "csi": {"csi": {"driver": "sshfs.csi.example", "secret": "sshfs-{user}"}},
-        }[_pick(draw, ["pvc", "nfs", "csi"])]
+        source = STORAGE_SOURCES[_pick(draw, sorted(STORAGE_SOURCES))](mount_id)
         item: dict[str, Any] = {"id": mount_id, "mount_path": spec.mount_path, **source}
+        sub_path = _pick(draw, [None, "data", "users/{user}", "{user}/{server}"])
+        if sub_path is not None:
+            item["sub_path"] = sub_path
         if spec.groups:
             item["groups"] = list(spec.groups)
         if optional:
@@ -495,6 +533,66 @@ def _mounts(draw: st.DrawFn) -> tuple[tuple[MountSpec, ...], list[dict[str, Any]
         specs.append(spec)
         data.append(item)
     return tuple(specs), data
+
+
+#: Pod settings (issue 13, part 2) a generated file may hold at any level: each level draws a few
+#: keys, each with one of these values. Placeholders in env and working_dir; braces in an
+#: annotation, where they are plain text; patches that keep the restricted standard.
+POD_SETTING_VALUES: dict[str, tuple[Any, ...]] = {
+    "image_pull_secrets": (["reg-secret"], ["reg-secret", "other.secret"]),
+    "image_pull_policy": ("Always", "IfNotPresent", "Never"),
+    "labels": ({"team": "a"}, {"example.org/tier": "gold", "team": "b"}),
+    "annotations": ({"example.org/note": "{not a placeholder}"}, {"team": "x"}),
+    "priority_class_name": ("low", "gpu-jobs"),
+    "affinity": (
+        {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                }
+            }
+        },
+        {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 5, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}
+                ]
+            }
+        },
+    ),
+    "service_account_name": ("singleuser",),
+    "automount_service_account_token": (True, False),
+    "init_containers": (
+        [{"name": "seed", "image": "reg.example/seed:1", "mount_home": True}],
+        [
+            {
+                "name": "seed",
+                "image": "reg.example/seed:2",
+                "cpu": "50m",
+                "memory": "32Mi",
+                "env": {"U": "{user}"},
+            }
+        ],
+    ),
+    "lifecycle": (
+        {"post_start": {"exec": ["true"]}},
+        {"pre_stop": {"http_get": {"path": "/", "port": 8888}}},
+    ),
+    "env": ({"SCRATCH": "/scratch/{user}"}, {"SERVER": "{server}", "CPU_LIMIT": "never wins"}),
+    "working_dir": ("/home/jovyan/{server}", "/srv"),
+    "pod_patch": ({"spec": {"terminationGracePeriodSeconds": 5}}, {"spec": {"enableServiceLinks": None}}),
+    "container_patch": ({"stdin": True}, {"securityContext": {"readOnlyRootFilesystem": True}}),
+}
+
+
+def _pod_settings(draw: st.DrawFn) -> dict[str, Any] | None:
+    """The ``pod`` key of one level, or ``None`` (left out) about half the time."""
+    if _flip(draw):
+        return None
+    keys = _some(draw, sorted(POD_SETTING_VALUES), max_size=4)
+    return {key: POD_SETTING_VALUES[key][_pick(draw, range(len(POD_SETTING_VALUES[key])))] for key in keys}
 
 
 def _profile(draw: st.DrawFn, slug: str, types: Sequence[str]) -> tuple[ProfileSpec, dict[str, Any]]:
@@ -519,6 +617,12 @@ def _profile(draw: st.DrawFn, slug: str, types: Sequence[str]) -> tuple[ProfileS
             data["home"]["reset"] = home
     if mounts_data:
         data["mounts"] = mounts_data
+    shm = _pick(draw, [None, "memory", "64Mi", "2Gi"])
+    if shm is not None:
+        data["shm"] = shm
+    pod = _pod_settings(draw)
+    if pod is not None:
+        data["pod"] = pod
     spec = ProfileSpec(
         slug=slug,
         groups=groups,
@@ -560,6 +664,18 @@ def instance_specs(draw: st.DrawFn) -> InstanceSpec:
         instance_data["gpu_types"] = {
             t: {"display_name": t.upper(), "resource": GPU_RESOURCES[t]} for t in types
         }
+        for gpu_type in instance_data["gpu_types"].values():
+            pod = _pod_settings(draw)
+            if pod is not None:
+                gpu_type["pod"] = pod
+    instance_pod = _pod_settings(draw)
+    if instance_pod is not None:
+        instance_data["pod"] = instance_pod
+    if _flip(draw):
+        instance_data["homes"] = {
+            "on_delete": _pick(draw, ["keep", "delete"]),
+            "reset": {"keep_for": _pick(draw, [0, "12h", "7d", 3600])},
+        }
     files = {}
     if listed:
         names = [f"p-{slug}.yml" for slug in slugs]
@@ -567,6 +683,10 @@ def instance_specs(draw: st.DrawFn) -> InstanceSpec:
         files["zz-draft.yaml"] = "slug: draft\n"  # not listed, so never read (it is not valid)
     else:
         names = [f"{slug}.yaml" for slug in slugs]
+    if any("nfs" in mount for _, data in profiles for mount in data.get("mounts", [])):
+        # Inline NFS volumes are outside the restricted Pod Security Standard; an instance that
+        # uses them says so (the loader refuses them otherwise).
+        instance_data["pod_security"] = "baseline"
     files["instance.yaml"] = _dump(instance_data)
     for name, (_, data) in zip(names, profiles, strict=True):
         files[name] = _dump(data)
@@ -659,3 +779,38 @@ def spec_requests(spec: InstanceSpec) -> st.SearchStrategy[Any]:
         st.one_of(st.sampled_from(REQUEST_KEYS), st.text(max_size=8)), junk(), max_size=3
     )
     return st.one_of(mapping, mapping, mapping, hostile, junk())
+
+
+# --- ranges (issue 13): CPU and memory as {min, max, step, default} ------------------------------
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    """A range as a file writes it (``spelled``) and what it means, in millicores or bytes."""
+
+    minimum: int
+    maximum: int
+    step: int
+    default: int
+    spelled: dict[str, Any]
+
+
+@st.composite
+def range_specs(draw: st.DrawFn, key: str = "cpu") -> RangeSpec:
+    """A valid CPU (millicores) or memory (bytes) range: max reachable, default on the grid;
+    ``step`` and ``default`` sometimes left out (one core / one GiB; the min)."""
+    unit = 1000 if key == "cpu" else 2**30
+    base = draw(st.sampled_from([1, 250, 500, 1000] if key == "cpu" else [2**20, 256 * 2**20, 2**30, 10**9]))
+    written_step = _flip(draw)
+    step = base * draw(st.integers(1, 4)) if written_step else unit
+    minimum = base * draw(st.integers(1, 64))
+    steps = draw(st.integers(0, 200))
+    maximum = minimum + steps * step
+    default = minimum + draw(st.integers(0, steps)) * step
+    spell = cpu_spellings if key == "cpu" else memory_spellings
+    spelled: dict[str, Any] = {"min": _pick(draw, spell(minimum)), "max": _pick(draw, spell(maximum))}
+    if written_step:
+        spelled["step"] = _pick(draw, spell(step))
+    if default != minimum or _flip(draw):
+        spelled["default"] = _pick(draw, spell(default))
+    return RangeSpec(minimum=minimum, maximum=maximum, step=step, default=default, spelled=spelled)

@@ -57,7 +57,7 @@ def test_validate_lists_every_planted_error_and_no_other(tmp_path: Path) -> None
     profile = tmp_path / "p.yaml"
     assert sorted(err.splitlines()) == [
         f"{profile}: colour: unknown key; allowed keys: cpu, default_url, description, display_name, "
-        "env, gpu, groups, home, image, memory, mounts, node_selector, slug, tolerations",
+        "env, gpu, groups, home, image, memory, mounts, node_selector, pod, shm, slug, tolerations",
         f"{profile}: cpu.choices[1].value: must be a CPU count such as 2, 0.5 or '500m' "
         "(not a Kubernetes quantity) (found 'lots')",
         f"{profile}: gpu.choices[2].id: not a GPU type of this instance; allowed: none, a40 (found 'h100')",
@@ -123,11 +123,19 @@ def test_render_a_gpu_request_as_json() -> None:
     # projects is not granted to ada (not in the group): the listed value is refused
     status, out, err = run(*gpu_request, "--option", "mounts=projects")
     assert status == 2 and out == ""
-    assert err.strip() == ("einfra-spawner: refused: mounts: 'projects' is not allowed; allowed: metacentrum")
+    assert err.strip() == (
+        "einfra-spawner: refused: mounts: 'projects' is not allowed; allowed: metacentrum, scratch"
+    )
     status, out, err = run(*gpu_request)
     assert status == 0, err
     objects = json.loads(out)
-    assert [o["kind"] for o in objects] == ["Pod", "PersistentVolumeClaim"]
+    # The pod, its home, and the PersistentVolume of the sshfs mount with its claim.
+    assert [o["kind"] for o in objects] == [
+        "Pod",
+        "PersistentVolumeClaim",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+    ]
     assert objects[0]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 

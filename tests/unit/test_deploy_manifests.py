@@ -29,6 +29,7 @@ def test_every_manifest_file_is_found() -> None:
     assert {
         "rbac.yaml",
         "rbac-user-namespaces.yaml",
+        "rbac-persistent-volumes.yaml",
         "z2jh-rbac.yaml",
         "z2jh-rbac-user-namespaces.yaml",
         "z2jh-rbac-capacity-all-namespaces.yaml",
@@ -103,3 +104,28 @@ def test_the_optional_grants_are_bound_to_the_charts_hub_and_read_only_where_the
     # With user namespaces, the pod read that capacity_all_namespaces needs is already there.
     pods = [rule for rule in user_role["rules"] if "pods" in rule["resources"]]
     assert {"list", "watch"} <= {verb for rule in pods for verb in rule["verbs"]}
+
+
+def test_persistent_volumes_are_granted_apart_and_only_what_the_backend_does() -> None:
+    """Per-server PVs (``pv:`` mounts) need a cluster-wide grant: it lives in a file of its own,
+    and allows creating, reading back, listing by label and deleting PVs, nothing more."""
+    docs = documents(DEPLOY / "rbac-persistent-volumes.yaml")
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert cluster_role["rules"] == [
+        {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get", "list", "create", "delete"]}
+    ]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    for name in ("rbac.yaml", "rbac-user-namespaces.yaml"):
+        roles = [d for d in documents(DEPLOY / name) if d["kind"] in ("Role", "ClusterRole")]
+        grants = {r for role in roles for rule in role["rules"] for r in rule["resources"]}
+        assert "persistentvolumes" not in grants, name
+        pvc_verbs = {
+            v
+            for role in roles
+            for rule in role["rules"]
+            if "persistentvolumeclaims" in rule["resources"]
+            for v in rule["verbs"]
+        }
+        # update: a reset that keeps the old home relabels it.
+        assert pvc_verbs == {"get", "list", "watch", "create", "update", "delete"}, name

@@ -49,6 +49,8 @@ INSTANCES = {
 }
 #: The namespace every file in deploy/ names ("replace jhub with yours").
 HUB_NAMESPACE = "jhub"
+#: The hub pod's port of the GPU figures service (hub.extraConfig, hub.service, the hub's policy).
+GPU_FIGURES_PORT = 8082
 
 # Top-level keys of the chart's values (chart 4.x) these files may set: our own list, a guard
 # that runs everywhere; the chart's schema, where it is at hand, is the real check.
@@ -204,7 +206,9 @@ def test_only_keys_the_chart_knows(values: dict[str, Any]) -> None:
         "extraConfig",
         "networkPolicy",
         "config",
+        "service",
     }
+    assert set(hub.get("service", {})) <= {"extraPorts"}  # the chart's Service otherwise as it is
     assert set(hub["image"]) <= {"name", "tag", "pullPolicy", "pullSecrets"}
     assert isinstance(hub["image"]["tag"], str)  # a number-like tag must stay a string
     assert set(hub["networkPolicy"]) == {"ingress"}  # added to the chart's rules, none replaced
@@ -248,6 +252,10 @@ def test_extra_config_configures_the_spawner_from_the_mounted_folder(
     servers = load_profiles(local).instance.servers_per_user
     assert bool(c.JupyterHub.get("allow_named_servers", False)) is (servers > 1)
     assert c.EInfraSpawner.start_timeout >= 300
+    # The GPU figures service, where the proxy reaches it through the hub's Service.
+    (service,) = [s for s in c.JupyterHub.services if s["name"] == "gpus"]
+    assert service["url"] == f"http://hub:{GPU_FIGURES_PORT}"
+    assert {"name": "user", "scopes": ["self", "access:services!service=gpus"]} in c.JupyterHub.load_roles
 
 
 def test_the_image_is_the_one_the_dockerfile_builds(values: dict[str, Any]) -> None:
@@ -590,3 +598,16 @@ async def test_the_hub_admits_servers_of_its_namespace_and_of_user_namespaces(
     assert admits(egress, "to", in_user_namespace, port)
     assert not admits(egress, "to", stranger, port)
     assert not admits(egress, "to", in_hub_namespace, 22)
+
+
+def test_only_the_proxy_reaches_the_gpu_figures_service(values: dict[str, Any]) -> None:
+    (port,) = values["hub"]["service"]["extraPorts"]
+    assert port["port"] == port["targetPort"] == GPU_FIGURES_PORT
+    (code,) = values["hub"]["extraConfig"].values()
+    assert f'GpuService(ip="0.0.0.0", port={GPU_FIGURES_PORT}, url="http://hub:{GPU_FIGURES_PORT}")' in code
+    ingress = values["hub"]["networkPolicy"]["ingress"]
+    assert admits(ingress, "from", PROXY_POD, GPU_FIGURES_PORT)
+    server = Peer("10.244.2.5", HUB_NAMESPACE, rendered_pod(INSTANCES["minimal"])["metadata"]["labels"])
+    assert not admits(ingress, "from", server, GPU_FIGURES_PORT)
+    elsewhere = Peer("10.244.9.9", "other", dict(PROXY_POD.labels), namespace_labels("other"))
+    assert not admits(ingress, "from", elsewhere, GPU_FIGURES_PORT)  # a podSelector alone: this namespace

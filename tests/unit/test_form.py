@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Mapping
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -39,8 +40,10 @@ from einfra_spawner.form import (
     request_from_form,
     request_from_query,
 )
-from einfra_spawner.quantities import parse_cpu
+from einfra_spawner.pricing import hourly_cost, money_text
+from einfra_spawner.quantities import parse_cpu, parse_memory
 from einfra_spawner.spawner import _form_template
+from einfra_spawner.usage import describe_quotas
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 HUB = load_profiles(PROFILES / "hub")
@@ -123,6 +126,15 @@ class RenderedForm(HTMLParser):
         chosen = [o for o in options if "selected" in o] or options[:1]
         return str(chosen[0]["value"])
 
+    def value(self, name: str) -> str:
+        """The value of a single input (a number field's, as the page was built)."""
+        (control,) = self.named(name)
+        return str(control.get("value", ""))
+
+    def control(self, name: str) -> dict[str, object]:
+        (control,) = self.named(name)
+        return control
+
     def option_values(self, name: str) -> list[str]:
         (control,) = self.named(name)
         options = control["options"]
@@ -147,6 +159,7 @@ class RenderedForm(HTMLParser):
             kind = control.get("type", "text")
             value = str(control.get("value", "on"))
             if kind == "radio":
+                assert not (value == wanted and "disabled" in control), (name, value)
                 on = value == wanted if wanted is not None else "checked" in control
             elif kind == "checkbox":
                 on = value in wanted if isinstance(wanted, set) else "checked" in control
@@ -206,14 +219,16 @@ def test_a_gpu_user_sees_exactly_the_granted_gpu_types() -> None:
 
 
 def test_mounts_appear_only_for_their_groups() -> None:
-    assert not {n for n in form_for(HUB, NOBODY).names() if "mounts" in n}
+    # The shared scratch is open to everyone; the others only to their groups.
+    assert [c["value"] for c in form_for(HUB, NOBODY).named("jupyterlab--mounts")] == ["scratch"]
     form = form_for(HUB, UserContext(name="p", groups=frozenset({"projects"})))
-    assert [c["value"] for c in form.named("jupyterlab--mounts")] == ["projects"]
+    assert [c["value"] for c in form.named("jupyterlab--mounts")] == ["scratch", "projects"]
     assert form.named("jupyterlab--mounts-shown")
     assert "MetaCentrum" not in form.text
     everything = form_for(HUB, EVERYTHING)
     assert [c["value"] for c in everything.named("jupyterlab--mounts")] == [
         "metacentrum",
+        "scratch",
         "projects",
     ]
 
@@ -259,17 +274,20 @@ def test_resources_that_come_with_the_gpu_are_explained() -> None:
     assert "pytorch--cpu" not in form.names()
     assert "pytorch--memory" not in form.names()
     assert "CPU: comes with the GPU type" in form.text
-    assert "NVIDIA A100 80GB (with 16 CPUs and 128 GiB, up to 2, 3 of 8 free)" in form.text
+    assert (
+        "NVIDIA A100 80GB (with 16 CPUs and 128 GiB, up to 2, 3 of 8 free, 65.00 CZK per GPU-hour)"
+        in form.text
+    )
 
 
 def test_defaults_are_selected() -> None:
     form = form_for(HUB, EVERYTHING)
     assert form.checked("profile") == ["jupyterlab"]
     assert form.selected("jupyterlab--image") == "scipy"
-    assert form.selected("jupyterlab--cpu") == "2"
-    assert form.selected("jupyterlab--memory") == "8Gi"
+    assert form.value("jupyterlab--cpu") == "2"
+    assert form.value("jupyterlab--memory") == "8"  # GiB, the field's unit
     assert form.checked("jupyterlab--gpu") == ["none"]
-    assert form.checked("jupyterlab--mounts") == ["projects"]  # the default mount
+    assert form.checked("jupyterlab--mounts") == ["scratch", "projects"]  # the default mounts
     assert form.selected("rstudio--image") == "r-4.4"
 
 
@@ -288,8 +306,8 @@ def test_the_last_choices_are_selected() -> None:
         },
     )
     assert form.selected("jupyterlab--image") == "datascience"
-    assert form.selected("jupyterlab--cpu") == "8"
-    assert form.selected("jupyterlab--memory") == "32Gi"
+    assert form.value("jupyterlab--cpu") == "8"
+    assert form.value("jupyterlab--memory") == "32"
     assert form.checked("jupyterlab--gpu") == ["a40"]
     assert form.selected("jupyterlab--gpu_count") == "2"
     assert form.checked("jupyterlab--mounts") == ["metacentrum"]
@@ -301,7 +319,7 @@ def test_the_last_profile_is_selected() -> None:
     form = form_for(HUB, NOBODY, {"profile": "rstudio", "cpu": "4"})
     assert form.checked("profile") == ["rstudio"]
     assert form.selected("rstudio--cpu") == "4"
-    assert form.selected("jupyterlab--cpu") == "2"
+    assert form.value("jupyterlab--cpu") == "2"
 
 
 def test_a_custom_image_is_remembered_in_its_field() -> None:
@@ -328,12 +346,13 @@ def test_reset_appears_only_where_the_profile_allows_it() -> None:
 def test_capacity_is_shown_next_to_each_gpu_type() -> None:
     capacity = {"a40": GpuCapacity("a40", 2, 2), "mig-1g.10gb": GpuCapacity("mig-1g.10gb", 0, 7)}
     form = form_for(HUB, GPU_USER, capacity=capacity)
-    assert "NVIDIA A40 (up to 2, 2 of 2 free)" in form.text
-    assert "NVIDIA A100 slice (MIG 1g.10gb) (up to 4, 0 of 7 free)" in form.text
-    assert "NVIDIA H100 Number of GPUs" in form.text  # no figure where the backend could not tell
+    assert "NVIDIA A40 (up to 2, 2 of 2 free, 38.00 CZK per GPU-hour)" in form.text
+    assert "NVIDIA A100 slice (MIG 1g.10gb) (up to 4, 0 of 7 free, 9.00 CZK per GPU-hour)" in form.text
+    # No figure where the backend could not tell.
+    assert "NVIDIA H100 (120.00 CZK per GPU-hour) Number of GPUs" in form.text
     assert "free" not in form_for(HUB, GPU_USER).text
     none_here = form_for(HUB, GPU_USER, capacity={"h100": GpuCapacity("h100", 0, 0)})
-    assert "NVIDIA H100 (none available)" in none_here.text
+    assert "NVIDIA H100 (none on this cluster, 120.00 CZK per GPU-hour)" in none_here.text
 
 
 def test_capacity_is_asked_only_for_types_the_user_can_see() -> None:
@@ -383,7 +402,7 @@ def test_values_are_escaped() -> None:
         image=ImageView(select=select, custom=TextInput(name="x", id="x", label="Custom", value=hostile)),
     )
     html = _form_template().render(form=dataclasses.replace(view, profiles=(forged,)))
-    assert "<script>" not in html
+    assert "<script>alert" not in html
     assert "&#34;&gt;&lt;script&gt;" in html
     # Operator-written texts are escaped too.
     assert "Open &amp; free" in _form_template().render(form=build_form(GATED, NOBODY))
@@ -477,7 +496,7 @@ def test_unchecked_mounts_mean_no_mounts_and_a_missing_marker_means_defaults() -
     assert resolved.mounts == ()
     without_marker = request_from_form({"profile": ["jupyterlab"]}, HUB, EVERYTHING)
     assert "mounts" not in without_marker
-    assert [m.id for m in resolve_options(HUB, EVERYTHING, without_marker).mounts] == ["projects"]
+    assert [m.id for m in resolve_options(HUB, EVERYTHING, without_marker).mounts] == ["scratch", "projects"]
 
 
 def test_gpu_count_is_dropped_without_a_gpu() -> None:
@@ -522,7 +541,11 @@ def test_a_form_without_profile_reads_the_default_profiles_fields() -> None:
     [
         ({"profile": ["jupyterlab"], "jupyterlab--gpu": ["a40"]}, NOBODY, "gpu"),
         ({"profile": ["secret"]}, NOBODY, "profile"),
-        ({"profile": ["jupyterlab"], "jupyterlab--cpu": ["64"]}, NOBODY, "cpu"),
+        ({"profile": ["jupyterlab"], "jupyterlab--cpu": ["97"]}, NOBODY, "cpu"),
+        ({"profile": ["jupyterlab"], "jupyterlab--cpu": ["2.5"]}, NOBODY, "cpu"),
+        ({"profile": ["jupyterlab"], "jupyterlab--memory": ["3"]}, NOBODY, "memory"),
+        ({"profile": ["jupyterlab"], "jupyterlab--memory": ["8.5"]}, NOBODY, "memory"),
+        ({"profile": ["jupyterlab"], "jupyterlab--memory": ["1e3"]}, NOBODY, "memory"),
         ({"profile": ["jupyterlab"], "jupyterlab--cpu": ["2", "4"]}, NOBODY, "cpu"),
         ({"profile": ["jupyterlab", "rstudio"]}, NOBODY, "profile"),
         (
@@ -593,6 +616,11 @@ def clicks(draw: st.DrawFn) -> tuple[UserContext, RenderedForm, dict[str, object
             changes[name] = draw(st.sets(st.sampled_from([str(c["value"]) for c in controls])))
         elif kind == "text":
             changes[name] = draw(st.sampled_from(["", "cerit.io/a/b:1", "docker.io/x:1"]))
+        elif kind == "number":
+            # What a browser lets through: a number within the field's bounds on its grid.
+            control = form.control(name)
+            low, high, step = (Decimal(str(control[k])) for k in ("min", "max", "step"))
+            changes[name] = str(low + step * draw(st.integers(0, int((high - low) / step))))
     return user, form, changes
 
 
@@ -612,6 +640,9 @@ def test_whatever_is_clicked_resolves_to_it_or_is_refused_with_a_message(
     slug = str(changes["profile"])
     assert resolved.profile == slug
     assert resolved.cpu_limit == parse_cpu(posted[f"{slug}--cpu"][0])
+    memory = posted[f"{slug}--memory"][0]
+    unit = "Gi" if form.control(f"{slug}--memory").get("type") == "number" else ""
+    assert resolved.memory_limit == parse_memory(memory + unit)
     gpu = posted.get(f"{slug}--gpu", ["none"])[0]
     assert (resolved.gpu.id if resolved.gpu else "none") == gpu
     assert (resolved.home is not None and resolved.home.reset) == (f"{slug}--home" in posted)
@@ -622,7 +653,180 @@ def test_whatever_is_clicked_resolves_to_it_or_is_refused_with_a_message(
 
 def test_reset_wording_follows_the_backend() -> None:
     kept = form_for(HUB, NOBODY).text
+    # On Kubernetes the hub keeps an old home for 7 days (``homes.reset.keep_for``).
     deleted = form_for(HUB, NOBODY, reset_keeps_old_home=False).text
     assert "your current home is kept aside" in kept and "is deleted" not in kept
-    assert "Reset my home (your current home is deleted)" in deleted
+    assert "Reset my home (your current home is kept for a while)" in deleted
+    assert "kept for 7 days, then deleted" in deleted
     assert "kept aside" not in deleted
+
+
+# --- ranges, prices, GPU availability and mounts (issue 13) ------------------------------------
+
+
+def test_a_range_is_a_number_field_with_its_unit() -> None:
+    form = form_for(HUB, NOBODY)
+    cpu, memory = form.control("jupyterlab--cpu"), form.control("jupyterlab--memory")
+    assert (cpu["type"], cpu["min"], cpu["max"], cpu["step"], cpu["value"]) == ("number", "1", "96", "1", "2")
+    assert (memory["type"], memory["min"], memory["max"], memory["step"]) == ("number", "4", "1024", "1")
+    assert "Memory (limit, GiB)" in form.text
+    assert "1 to 96 CPUs, in steps of 1. 0.35 CZK per CPU-hour." in form.text
+    assert "4 to 1024 GiB, in steps of 1. 0.04 CZK per GiB-hour." in form.text
+    # The choices of the other profile stay a select, each with its price.
+    assert form.option_values("rstudio--cpu") == ["1", "2", "4", "8", "16"]
+    assert "4 CPUs (1.40 CZK/h)" in form.text and "16 GiB (0.64 CZK/h)" in form.text
+
+
+def test_a_posted_number_is_read_in_the_fields_unit() -> None:
+    posted = {"profile": ["jupyterlab"], "jupyterlab--cpu": ["12"], "jupyterlab--memory": ["100"]}
+    request = request_from_form(posted, HUB, NOBODY)
+    assert request == {"profile": "jupyterlab", "cpu": "12", "memory": "100Gi"}
+    resolved = resolve_options(HUB, NOBODY, request)
+    assert (resolved.cpu_limit, resolved.memory_limit) == (12000, 100 * 2**30)
+    # A value with its own unit is the resolver's to judge, as it came.
+    assert request_from_form({"jupyterlab--memory": ["8Gi"]}, HUB, NOBODY) == {"memory": "8Gi"}
+
+
+def hourly_of(profiles: ProfileSet, options: ResolvedOptions) -> str:
+    amount = hourly_cost(
+        profiles.instance.prices,
+        cpu_millicores=options.cpu_limit,
+        memory_bytes=options.memory_limit,
+        gpu=options.gpu.id if options.gpu else None,
+        gpu_count=options.gpu.count if options.gpu else 0,
+    )
+    return money_text(amount, "CZK")
+
+
+def cost_line(form: RenderedForm, slug: str) -> str:
+    view_text = form.text
+    marker = "Hourly cost of this choice: "
+    # One line per profile, in page order.
+    lines = [part.split(" CZK")[0] + " CZK" for part in view_text.split(marker)[1:]]
+    slugs = [str(c["value"]) for c in form.named("profile")]
+    return lines[slugs.index(slug)]
+
+
+def test_each_gpu_type_and_the_current_choice_show_their_price() -> None:
+    form = form_for(
+        HUB, GPU_USER, {"profile": "jupyterlab", "cpu": 4, "memory": "16Gi", "gpu": "a40", "gpu_count": 2}
+    )
+    assert "NVIDIA A40 (up to 2, 38.00 CZK per GPU-hour)" in form.text
+    assert "NVIDIA H100 (120.00 CZK per GPU-hour)" in form.text
+    # 4 x 0.35 + 16 x 0.04 + 2 x 38 = 78.04: the usage report's rule (pricing.hourly_cost).
+    assert cost_line(form, "jupyterlab") == "78.04 CZK"
+
+
+def test_without_prices_nothing_is_priced() -> None:
+    form = form_for(GATED, NOBODY)
+    assert "CZK" not in form.text and "Hourly cost" not in form.text
+    assert "data-einfra-price=" not in _form_template().render(form=build_form(GATED, NOBODY))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clicks())
+def test_the_cost_line_is_the_cost_of_what_the_form_submits(
+    case: tuple[UserContext, RenderedForm, dict[str, object]],
+) -> None:
+    """For any last choice, the server's line equals the report's rule applied to the options
+    the unchanged form resolves to."""
+    user, form, changes = case
+    try:
+        last = resolve_options(HUB, user, request_from_form(form.submit(changes), HUB, user))
+    except OptionsError:
+        return
+    again = render(build_form(HUB, user, last=last))
+    resolved = resolve_options(HUB, user, request_from_form(again.submit(), HUB, user))
+    assert dataclasses.replace(resolved, home=last.home) == last  # a reset is never pre-checked
+    assert cost_line(again, last.profile) == hourly_of(HUB, last)
+
+
+def test_a_gpu_type_the_cluster_lacks_is_shown_disabled_with_the_reason() -> None:
+    capacity = {
+        "a40": GpuCapacity("a40", 0, 2),  # busy: stays selectable
+        "h100": GpuCapacity("h100", 0, 0),  # none at all
+        "mig-1g.10gb": GpuCapacity("mig-1g.10gb", 3, 3),
+    }
+    form = form_for(HUB, GPU_USER, capacity=capacity)
+    radios = {str(c["value"]): c for c in form.named("jupyterlab--gpu")}
+    assert "disabled" in radios["h100"] and "disabled" not in radios["a40"]
+    assert "NVIDIA H100 (none on this cluster, 120.00 CZK per GPU-hour)" in form.text
+    assert "NVIDIA A40 (up to 2, 0 of 2 free, 38.00 CZK per GPU-hour)" in form.text
+    # "Number of GPUs": the type's max_count bounded by the cluster's total.
+    assert "NVIDIA A100 slice (MIG 1g.10gb) (up to 3, 3 of 3 free" in form.text
+    assert radios["mig-1g.10gb"]["data-einfra-count-bound"] == "3"
+    assert radios["a40"]["data-einfra-count-bound"] == "2"
+    # Types without figures (a10 ...) are not bounded, so 4 (mig-2g.20gb's max_count) stays.
+    assert form.option_values("jupyterlab--gpu_count") == ["1", "2", "3", "4"]
+    # The resolver does not newly refuse a busy or an absent type: the backend fails fast.
+    assert resolve_options(HUB, GPU_USER, {"gpu": "h100"}).gpu is not None
+
+
+def test_a_disabled_type_is_never_pre_selected() -> None:
+    capacity = {"a40": GpuCapacity("a40", 0, 0)}
+    form = form_for(HUB, GPU_USER, {"gpu": "a40"}, capacity=capacity)
+    assert form.checked("jupyterlab--gpu") == ["none"]
+    _, resolved = resolved_from(form, HUB, GPU_USER)
+    assert resolved.gpu is None
+
+
+def test_counts_are_bounded_by_the_cluster_and_a_too_small_cluster_closes_the_type() -> None:
+    profiles = instance(
+        {
+            "instance.yaml": "name: c\ndisplay_name: C\n"
+            "gpu_types: {a40: {display_name: A40, resource: nvidia.com/gpu}, "
+            "h100: {display_name: H100, resource: nvidia.com/gpu}}\n",
+            "p.yaml": "slug: p\ndisplay_name: P\nimage: quay.io/a/b:1\ncpu: 1\nmemory: 1Gi\n"
+            "gpu: [none, {id: a40, max_count: 8}, {id: h100, count: {min: 2, max: 4, step: 2}}]\n",
+        }
+    )
+    form = form_for(
+        profiles, NOBODY, capacity={"a40": GpuCapacity("a40", 1, 3), "h100": GpuCapacity("h100", 1, 1)}
+    )
+    assert form.option_values("p--gpu_count") == ["1", "2", "3"]
+    radios = {str(c["value"]): c for c in form.named("p--gpu")}
+    assert "disabled" in radios["h100"]
+    assert "H100 (only 1 on this cluster, at least 2 needed, 1 of 1 free)" in form.text
+    unknown = form_for(profiles, NOBODY)
+    assert unknown.option_values("p--gpu_count") == ["1", "2", "3", "4", "5", "6", "7", "8"]
+    assert not [c for c in unknown.named("p--gpu") if "disabled" in c]
+
+
+def test_without_figures_nothing_is_disabled() -> None:
+    form = form_for(HUB, GPU_USER, capacity={})
+    assert not [c for c in form.named("jupyterlab--gpu") if "disabled" in c]
+
+
+def test_mounts_the_backend_cannot_provide_are_marked_and_not_offered() -> None:
+    form = form_for(HUB, EVERYTHING, mounts_apply=False, servers_run_as="local processes")
+    assert "jupyterlab--mounts" not in form.names()
+    assert "jupyterlab--mounts-shown" not in form.names()
+    assert "Extra storage is not provided on this hub (its servers run as local processes)." in form.text
+    assert "MetaCentrum storage (sshfs) (/home/jovyan/metacentrum) (not provided)" in form.text
+    # The posted form asks for no mounts: the resolver's defaults stand, the backend ignores them.
+    request = request_from_form(form.submit(), HUB, EVERYTHING)
+    assert "mounts" not in request
+
+
+def test_gpu_quota_lines_only_for_users_who_may_choose_a_gpu() -> None:
+    quotas = HUB.instance.quotas
+    assert "You use 0 of your 4 GPUs." in describe_quotas(quotas, NOBODY, ())
+    assert not [line for line in describe_quotas(quotas, NOBODY, (), gpus_offered=False) if "GPU" in line]
+    assert "You run 0 of your 5 servers." in describe_quotas(quotas, NOBODY, (), gpus_offered=False)
+
+
+def test_the_count_pre_selected_is_one_the_cluster_can_hold() -> None:
+    profiles = instance(
+        {
+            "instance.yaml": "name: c\ndisplay_name: C\n"
+            "gpu_types: {a40: {display_name: A40, resource: nvidia.com/gpu}}\n"
+            "prices: {currency: CZK, gpu_hour: {a40: 10}}\n",
+            "p.yaml": "slug: p\ndisplay_name: P\nimage: quay.io/a/b:1\ncpu: 1\nmemory: 1Gi\n"
+            "gpu: [{id: a40, count: {min: 2, max: 8, step: 2, default: 4}}]\n",
+        }
+    )
+    form = form_for(profiles, NOBODY, capacity={"a40": GpuCapacity("a40", 2, 2)})
+    assert form.option_values("p--gpu_count") == ["2"]
+    _, resolved = resolved_from(form, profiles, NOBODY)
+    assert resolved.gpu is not None and resolved.gpu.count == 2
+    assert cost_line(form, "p") == "20.00 CZK"  # the count the form posts, not the default 4

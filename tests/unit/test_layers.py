@@ -63,6 +63,12 @@ PLANTED = (
         "einfra_spawner.resolve -> einfra_spawner.usage.ledger",
     ),
     (
+        "einfra_spawner/gpu_service.py",
+        "from .backend import Backend",
+        "The GPU figures service computes no figures of its own",
+        "einfra_spawner.gpu_service -> einfra_spawner.backend",
+    ),
+    (
         "einfra_spawner/testing/_quantities.py",
         "from einfra_spawner import quantities",
         "The test harness is independent of the code it tests",

@@ -65,16 +65,24 @@ def test_the_general_hub_is_as_described() -> None:
     assert {c.id: c.max_count for c in lab.gpu.choices}["mig-1g.10gb"] == 4
     assert hub.instance.gpu_types["a40"].resource == "nvidia.com/gpu"
     assert hub.instance.gpu_types["mig-2g.20gb"].resource == "nvidia.com/mig-2g.20gb"
-    assert lab.cpu.guarantee == 1000 and max(c.value for c in lab.cpu.choices) == 32000
-    assert lab.memory.guarantee == 4 * 2**30
-    assert max(c.value for c in lab.memory.choices) == 256 * 2**30
+    # The seed's ranges: 1 to 96 CPUs, 4 to 1024 GiB.
+    assert (lab.cpu.min, lab.cpu.max, lab.cpu.step, lab.cpu.guarantee) == (1000, 96000, 1000, 1000)
+    assert lab.memory.guarantee == 4 * 2**30 and lab.memory.choices == ()
+    assert (lab.memory.min, lab.memory.max, lab.memory.step) == (4 * 2**30, 1024 * 2**30, 2**30)
     assert lab.image.custom is not None and lab.image.custom.matches("cerit.io/a/b:1")
     assert not lab.image.custom.matches("docker.io/cerit.io/a:1")
     assert lab.home is not None and lab.home.reset == "allowed"
     assert {m.id: m.groups for m in lab.mounts} == {
         "metacentrum": ("meta",),
+        "scratch": (),
         "projects": ("projects",),
     }
+    # The seed's storage: sshfs through a per-server PersistentVolume, a shared NFS with a folder
+    # per user, and /dev/shm as large as the memory chosen.
+    mounts = {m.id: m for m in lab.mounts}
+    assert mounts["metacentrum"].pv is not None and mounts["metacentrum"].pv.driver == "csi-sshfs"
+    assert mounts["scratch"].sub_path == "users/{user}"
+    assert lab.shm is not None and lab.shm.size == "memory"
 
 
 def test_the_course_hub_has_nothing_to_choose() -> None:
@@ -145,7 +153,7 @@ def test_every_problem_is_reported_with_file_path_and_value() -> None:
             "mounts: [{id: d, mount_path: /data, pvc: {claim_name: d}}]",
             "two volumes are mounted at '/data'",
         ),
-        ("mounts: [{id: d, mount_path: /d}]", "a mount needs exactly one of pvc, nfs or csi"),
+        ("mounts: [{id: d, mount_path: /d}]", "a mount needs exactly one of pvc, nfs, csi or pv"),
         (
             "mounts: [{id: d, mount_path: /d, csi: {driver: x.io, secret: 'Bad Name {user}'}}]",
             "must be a secret name",
@@ -183,7 +191,7 @@ def test_every_planted_error_is_reported_and_only_those() -> None:
     problems = problems_of({"instance.yaml": INSTANCE + "default_profile: py\n", "py.yaml": THREE_ERRORS})
     assert sorted(problems) == [
         "py.yaml: colour: unknown key; allowed keys: cpu, default_url, description, display_name, env, "
-        "gpu, groups, home, image, memory, mounts, node_selector, slug, tolerations",
+        "gpu, groups, home, image, memory, mounts, node_selector, pod, shm, slug, tolerations",
         "py.yaml: cpu.choices[1].value: must be a CPU count such as 2, 0.5 or '500m' "
         "(not a Kubernetes quantity) (found 'lots')",
         "py.yaml: gpu.choices[2].id: not a GPU type of this instance; allowed: none, a40 (found 'h100')",

@@ -23,8 +23,9 @@ from einfra_spawner import (
     render_manifests,
     resolve_options,
 )
-from einfra_spawner.models import NO_GPU, Profile
+from einfra_spawner.models import NO_GPU, CpuOption, MemoryOption, Profile
 from einfra_spawner.names import is_dns1123_label, is_label_value
+from einfra_spawner.pod_security import pod_security_violations
 from einfra_spawner.quantities import format_cpu, format_memory, parse_quantity
 
 from .strategies import INSTANCES, KNOWN_GROUPS, hub_names, instance, requests, users
@@ -43,7 +44,7 @@ def _validate_cached(text: str) -> None:
     kubernetes_validate.validate(json.loads(text), K8S_VERSION, strict=True)
 
 
-def assert_valid(manifest: dict[str, Any]) -> None:
+def assert_valid(manifest: dict[str, Any], level: str = "restricted") -> None:
     """The Kubernetes schema (strict), plus what it does not check: names and quantities."""
     _validate_cached(json.dumps(manifest, sort_keys=True))
     metadata = manifest["metadata"]
@@ -51,7 +52,10 @@ def assert_valid(manifest: dict[str, Any]) -> None:
     for key, value in metadata["labels"].items():
         assert is_label_value(value), (key, value)
     if manifest["kind"] == "Pod":
-        for container in manifest["spec"]["containers"]:
+        # The instance's Pod Security Standard (restricted unless it says baseline on purpose).
+        violations = pod_security_violations(manifest, level)
+        assert violations == [], violations
+        for container in [*manifest["spec"].get("initContainers", []), *manifest["spec"]["containers"]]:
             resources = container["resources"]
             for name, limit in resources["limits"].items():
                 request = resources["requests"][name]
@@ -60,6 +64,8 @@ def assert_valid(manifest: dict[str, Any]) -> None:
                     assert request == limit  # extended resources: no overcommit
         for volume in manifest["spec"]["volumes"]:
             assert is_dns1123_label(volume["name"])
+    elif manifest["kind"] == "PersistentVolume":
+        assert parse_quantity(manifest["spec"]["capacity"]["storage"]) > 0
     else:
         assert parse_quantity(manifest["spec"]["resources"]["requests"]["storage"]) > 0
 
@@ -144,14 +150,18 @@ def test_persistent_home_and_mounts() -> None:
         "name": "home",
         "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]},
     }
-    secret = f"sshfs-{manifests.names.user_label}"
-    assert volumes["mount-metacentrum"]["csi"]["nodePublishSecretRef"] == {"name": secret}
-    assert manifests.secret_names == (secret,)
+    # The MetaCentrum storage is a per-server PersistentVolume (see test_storage.py).
+    (volume,) = manifests.user_volumes
+    assert volumes["mount-metacentrum"]["persistentVolumeClaim"] == {
+        "claimName": volume.claim["metadata"]["name"],
+        "readOnly": False,
+    }
+    assert volume.secret == f"sshfs-{manifests.names.user_label}"
     assert volumes["mount-projects"]["persistentVolumeClaim"] == {
         "claimName": "projects",
         "readOnly": False,
     }
-    assert manifests.objects() == [manifests.pod, pvc]
+    assert manifests.objects() == [manifests.pod, pvc, volume.pv, volume.claim]
     for manifest in manifests.objects():
         assert_valid(manifest)
 
@@ -217,8 +227,8 @@ def _all_requests(profile: Profile) -> list[dict[str, Any]]:
     ]
     combos: list[dict[str, Any]] = []
     for gpu_id, count, gpu in gpu_axis:
-        cpus = [format_cpu(c.value) for c in (gpu.cpu or profile.cpu).choices]
-        memories = [format_memory(c.value) for c in (gpu.memory or profile.memory).choices]
+        cpus = [format_cpu(v) for v in _values(gpu.cpu or profile.cpu)]
+        memories = [format_memory(v) for v in _values(gpu.memory or profile.memory)]
         for cpu, memory, *rest in itertools.product(cpus, memories, *axes):
             request: dict[str, Any] = {
                 "profile": profile.slug,
@@ -231,6 +241,14 @@ def _all_requests(profile: Profile) -> list[dict[str, Any]]:
                 request.update({k: v for k, v in part.items() if v is not None})
             combos.append(request)
     return combos
+
+
+def _values(option: CpuOption | MemoryOption) -> list[int]:
+    """The choices, or a range's min, default and max."""
+    if option.choices:
+        return [c.value for c in option.choices]
+    assert option.min is not None and option.max is not None
+    return sorted({option.min, option.default_value(), option.max})
 
 
 def _sample(profiles: ProfileSet) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert (options.memory_limit, options.memory_guarantee) == (8 * GiB, 4 * GiB)
     assert options.gpu is None
     assert options.home is not None and not options.home.reset and not options.home.ephemeral
-    assert options.mounts == ()
+    assert [m.id for m in options.mounts] == ["scratch"]  # the shared scratch, optional but default
     # A missing profile takes the default profile with all of its rules.
     assert resolve_options(HUB, NOBODY, {"profile": "jupyterlab"}) == options
 
@@ -76,7 +76,7 @@ def test_form_shaped_values_are_accepted() -> None:
 
 def test_optional_mount_defaults_apply_only_when_mounts_is_missing() -> None:
     member = UserContext(name="p", groups=frozenset({"projects"}))
-    assert [m.id for m in resolve_options(HUB, member, {}).mounts] == ["projects"]
+    assert [m.id for m in resolve_options(HUB, member, {}).mounts] == ["scratch", "projects"]
     assert resolve_options(HUB, member, {"mounts": []}).mounts == ()
 
 
@@ -185,11 +185,13 @@ def test_no_user_gets_a_gated_image_without_its_groups(
     [
         ({"gpu": "a40"}, "gpu", ("none",)),
         ({"gpu": "none", "gpu_count": "1"}, "gpu_count", ("0",)),
-        ({"cpu": "3"}, "cpu", ("1", "2", "4", "8", "16", "32")),
-        ({"cpu": "lots"}, "cpu", ("1", "2", "4", "8", "16", "32")),
-        ({"memory": "8G"}, "memory", ("4Gi", "8Gi", "16Gi", "32Gi", "64Gi", "128Gi", "256Gi")),
+        ({"cpu": 97}, "cpu", ("1 to 96 in steps of 1",)),
+        ({"cpu": "2500m"}, "cpu", ("1 to 96 in steps of 1",)),
+        ({"cpu": "lots"}, "cpu", ("1 to 96 in steps of 1",)),
+        ({"memory": "8G"}, "memory", ("4Gi to 1Ti in steps of 1Gi",)),
+        ({"profile": "rstudio", "cpu": "3"}, "cpu", ("1", "2", "4", "8", "16")),
         ({"home": "wipe"}, "home", ("keep", "reset")),
-        ({"mounts": ["metacentrum"]}, "mounts", ()),
+        ({"mounts": ["metacentrum"]}, "mounts", ("scratch",)),
         ({"profile": "admin-only"}, "profile", ("jupyterlab", "rstudio")),
         ({"image": "r-4.4"}, "image", ("minimal", "scipy", "datascience", "pytorch", "tensorflow")),
         (
@@ -275,7 +277,7 @@ def test_user_options_round_trip() -> None:
         "memory": "8Gi",
         "gpu": "mig-2g.20gb",
         "gpu_count": 2,
-        "mounts": ["projects"],
+        "mounts": ["scratch", "projects"],
         "home": "reset",
     }
     assert resolve_options(HUB, SCIENTIST, options.user_options()) == options
@@ -315,8 +317,13 @@ def assert_only_granted(profiles: ProfileSet, user: UserContext, options: Resolv
         assert 1 <= options.gpu.count <= gpu.max_count
     cpu = gpu.cpu or profile.cpu
     memory = gpu.memory or profile.memory
-    assert any(c.value == options.cpu_limit and ok(c.groups) for c in cpu.choices)
-    assert any(c.value == options.memory_limit and ok(c.groups) for c in memory.choices)
+    for option, value in ((cpu, options.cpu_limit), (memory, options.memory_limit)):
+        if option.choices:
+            assert any(c.value == value and ok(c.groups) for c in option.choices)
+        else:  # a range: open to all admitted to the profile; bounds and step, exactly
+            assert option.min is not None and option.max is not None
+            step = option.step or (1000 if option is cpu else 2**30)
+            assert option.min <= value <= option.max and (value - option.min) % step == 0
     assert options.cpu_guarantee <= options.cpu_limit
     assert options.memory_guarantee <= options.memory_limit
     for mount in options.mounts:

@@ -187,7 +187,7 @@ async def test_last_choices_no_longer_allowed_fall_back_to_the_defaults(
     spawner = make_spawner(user_options={"gpu": "a40", "cpu": "8"})
     form = RenderedForm(await spawner.get_options_form())
     assert form.checked("profile") == ["jupyterlab"]
-    assert form.selected("jupyterlab--cpu") == "2"
+    assert form.value("jupyterlab--cpu") == "2"
 
 
 async def test_hostile_last_choices_never_reach_the_page(backend: FakeBackend) -> None:
@@ -200,7 +200,7 @@ async def test_hostile_last_choices_never_reach_the_page(backend: FakeBackend) -
 async def test_the_form_shows_gpu_capacity(backend: FakeBackend) -> None:
     backend.capacity = {"a40": GpuCapacity("a40", 1, 2)}
     form = RenderedForm(await make_spawner("gpu").get_options_form())
-    assert "NVIDIA A40 (up to 2, 1 of 2 free)" in form.text
+    assert "NVIDIA A40 (up to 2, 1 of 2 free, 38.00 CZK per GPU-hour)" in form.text
 
 
 async def test_a_slow_backend_never_blocks_the_form(backend: FakeBackend) -> None:
@@ -236,6 +236,16 @@ async def test_images_do_not_apply_on_a_backend_without_images(backend: FakeBack
     assert "jupyterlab--image" not in form.names()
 
 
+async def test_mounts_are_marked_on_a_backend_without_mounts(backend: FakeBackend) -> None:
+    backend.features = BackendFeatures(supports_mounts=False, description="local processes")
+    form = RenderedForm(await make_spawner("projects").get_options_form())
+    assert "Extra storage is not provided on this hub (its servers run as local processes)." in form.text
+    assert "Project directories (/home/jovyan/projects) (not provided)" in form.text
+    assert "jupyterlab--mounts" not in form.names()
+    backend.features = BackendFeatures()
+    assert "jupyterlab--mounts" in RenderedForm(await make_spawner("projects").get_options_form()).names()
+
+
 # --- form posts and query arguments ------------------------------------------------------------
 
 
@@ -268,7 +278,8 @@ def test_options_from_form_returns_the_flat_request(backend: FakeBackend) -> Non
     [
         ({"profile": ["jupyterlab"], "jupyterlab--gpu": ["a40"]}, "gpu"),
         ({"profile": ["nope"]}, "profile"),
-        ({"profile": ["jupyterlab"], "jupyterlab--memory": ["1Ti"]}, "memory"),
+        ({"profile": ["jupyterlab"], "jupyterlab--memory": ["2Ti"]}, "memory"),
+        ({"profile": ["jupyterlab"], "jupyterlab--memory": ["1025"]}, "memory"),  # GiB
         (
             {
                 "profile": ["jupyterlab"],
@@ -473,14 +484,20 @@ async def test_state_round_trips_so_a_restarted_hub_finds_its_server(
     assert await spawner.poll() == 0  # never started
     await spawner.start()
     state = spawner.get_state()
-    assert state == {"backend": "fake", "server": {"pid": 7, "server": "work"}, "usage_interval": 1}
+    assert state == {
+        "backend": "fake",
+        "server": {"pid": 7, "server": "work"},
+        "usage_interval": 1,
+        "home_generation": 0,
+    }
     restarted = make_spawner(server="work")
     restarted.load_state(state)
     assert await restarted.poll() is None
     await restarted.stop()
     assert backend.stopped == [(ServerIdentity(user="alice", server="work"), {"pid": 7, "server": "work"})]
     restarted.clear_state()
-    assert restarted.get_state() == {}
+    # What a server's next start needs outlives the run: which home is its current one.
+    assert restarted.get_state() == {"home_generation": 0}
     assert await restarted.poll() == 0
 
 
@@ -643,15 +660,13 @@ async def started(spawner: EInfraSpawner) -> EInfraSpawner:
     return spawner
 
 
-def test_configure_installs_the_gpu_route_once() -> None:
-    from einfra_spawner.gpu_route import GpuCapacityHandler
-
+def test_configure_adds_no_extra_handlers() -> None:
+    # JupyterHub.extra_handlers is deprecated: the GPU figures are a service (test_gpu_service.py).
     c = Config()
     mine = ("/api/mine", object)
     c.JupyterHub.extra_handlers = [mine]
     configure(c, PROFILES / "hub")
-    configure(c, PROFILES / "hub")
-    assert c.JupyterHub.extra_handlers == [mine, ("/api/einfra/gpus", GpuCapacityHandler)]
+    assert c.JupyterHub.extra_handlers == [mine]
 
 
 async def test_a_run_is_recorded_from_start_to_stop(
@@ -776,7 +791,7 @@ async def test_the_form_shows_the_users_cost_and_refreshes_gpu_figures(backend: 
     assert "Your usage over the last 90 days: 0.00 CZK (CPU 0.00, memory 0.00, GPU 0.00)" in form.text
     assert "You use 0 of your 4 GPUs." in form.text
     assert '<span data-einfra-gpu="a40">0 of 2 free</span>' in html
-    assert 'var url = "/hub/api/einfra/gpus";' in html
+    assert "/services/gpus/gpus" not in html  # no GPU figures service in this process (test_gpu_service.py)
     assert sample("einfra_gpus_free", gpu="a40") == 0 and sample("einfra_gpus_total", gpu="a40") == 2
     assert await make_spawner("gpu").gpu_figures() == {"a40": {"free": 0, "total": 2, "note": "0 of 2 free"}}
 
@@ -800,6 +815,12 @@ async def test_without_prices_the_form_shows_no_cost(backend: FakeBackend, tmp_p
     form = RenderedForm(await make_spawner("gpu", folder=str(folder)).get_options_form())
     assert "Your usage" not in form.text
     assert "You use 0 of your 4 GPUs." in form.text
+
+
+async def test_a_user_who_may_choose_no_gpu_reads_no_gpu_quota(backend: FakeBackend) -> None:
+    form = RenderedForm(await make_spawner().get_options_form())  # in no GPU group
+    assert "You run 0 of your 5 servers." in form.text  # the ledger answered
+    assert "GPUs" not in form.text
 
 
 async def test_a_broken_ledger_refuses_starts_with_a_503(backend: FakeBackend) -> None:

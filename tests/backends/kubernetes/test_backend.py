@@ -195,9 +195,13 @@ async def test_reset_home_only_when_asked_and_only_ours(
     # Not asked: the same home.
     again = await backend.start(make_request(state=mine.state))
     assert cluster.get("persistentvolumeclaims", "default", home)["metadata"]["uid"] == first_uid
-    # Asked (the server is still running): the old pod goes first, then a fresh home.
+    # Asked (the server is still running): the old pod goes first, then a fresh home. The
+    # reference hub keeps the old one for 7 days (tests/backends/kubernetes/test_storage.py).
     reset = await backend.start(make_request(request={"home": "reset"}, state=again.state))
-    assert cluster.get("persistentvolumeclaims", "default", home)["metadata"]["uid"] != first_uid
+    assert reset.state["home"] != home and reset.state["home_generation"] == 1
+    kept = cluster.get("persistentvolumeclaims", "default", home)
+    assert kept["metadata"]["uid"] == first_uid
+    assert kept["metadata"]["labels"]["app.kubernetes.io/component"] == "singleuser-old-home"
     assert cluster.get("persistentvolumeclaims", "default", other.state["home"])["metadata"]["uid"] == bob_uid
     assert reset.state["uid"] != again.state["uid"]
     await backend.stop(make_request().identity, reset.state)
@@ -222,8 +226,11 @@ async def test_reset_refuses_a_volume_that_is_not_this_servers(
     uid = cluster.get("persistentvolumeclaims", "default", home)["metadata"]["uid"]
     with pytest.raises(BackendError) as caught:
         await backend.start(make_request(request={"home": "reset"}))
-    assert "Nothing was deleted" in str(caught.value)
+    assert "is not labelled as this server's home. Nothing was changed" in str(caught.value)
     assert cluster.get("persistentvolumeclaims", "default", home)["metadata"]["uid"] == uid
+    assert cluster.get("persistentvolumeclaims", "default", home)["metadata"]["labels"] == {
+        "einfra-spawner/user": "u-someone-else-aaaaaaaaaa"
+    }
 
 
 async def test_gpu_capacity_for_the_form(
@@ -256,5 +263,7 @@ async def test_missing_storage_credentials_fail_fast(
 ) -> None:
     with pytest.raises(BackendError) as caught:
         await backend.start(make_request(request={"mounts": ["metacentrum"]}))
-    assert "The credentials for one of your storages are missing" in str(caught.value)
+    # The mount's own sentence (also in the form), before any volume or pod is made.
+    assert "Register your MetaCentrum SSH key" in str(caught.value)
     assert pods(cluster) == []
+    assert cluster.objects("persistentvolumes", "") == []

@@ -2,6 +2,8 @@
 
 Whatever the order, a reset touches only the home of the server that asked for it, every other
 home keeps its identity (its uid), and the pods on the cluster are exactly the running servers.
+The reference hub keeps a home a reset replaces (``homes.reset.keep_for``): the server moves to
+its home's next generation, as the spawner records it, and every replaced home is still there.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from traitlets.config import Config
 
 from einfra_spawner import ServerIdentity, SingleUser, UserContext, render_manifests, resolve_options
 from einfra_spawner.backend import StartRequest
+from einfra_spawner.storage import home_claim_name
 from einfra_spawner.testing import FakeKubernetes
 from einfra_spawner_kubernetes import KubernetesBackend
 
@@ -41,6 +44,10 @@ class Lifecycle(RuleBasedStateMachine):
         self.running: dict[tuple[str, str], dict[str, Any]] = {}
         self.states: dict[tuple[str, str], dict[str, Any]] = {}
         self.home_uids: dict[tuple[str, str], str] = {}
+        #: The generation of each server's current home (the spawner keeps it in its state),
+        #: and how many homes its resets replaced (each kept for homes.reset.keep_for).
+        self.generations: dict[tuple[str, str], int] = {}
+        self.replaced: dict[tuple[str, str], int] = {}
 
     def teardown(self) -> None:
         self.loop.run_until_complete(self.backend.close())
@@ -50,7 +57,7 @@ class Lifecycle(RuleBasedStateMachine):
     def request(self, key: tuple[str, str], reset: bool) -> StartRequest:
         user, server = key
         options = resolve_options(HUB, UserContext(name=user), {"home": "reset" if reset else "keep"})
-        identity = ServerIdentity(user=user, server=server)
+        identity = ServerIdentity(user=user, server=server, home_generation=self.generations.get(key, 0))
         single_user = SingleUser(env=(("JUPYTERHUB_USER", user),))
         return StartRequest(
             identity=identity,
@@ -61,9 +68,9 @@ class Lifecycle(RuleBasedStateMachine):
         )
 
     def home_uid(self, key: tuple[str, str]) -> str | None:
-        claim = self.cluster.get(
-            "persistentvolumeclaims", "default", self.request(key, False).manifests.names.home
-        )
+        names = self.request(key, False).manifests.names
+        current = home_claim_name(names, key[0], key[1], self.generations.get(key, 0))
+        claim = self.cluster.get("persistentvolumeclaims", "default", current)
         return None if claim is None else str(claim["metadata"]["uid"])
 
     @rule(key=st.sampled_from(SERVERS), reset=st.booleans())
@@ -73,6 +80,9 @@ class Lifecycle(RuleBasedStateMachine):
         before = self.home_uid(key)
         started = self.loop.run_until_complete(self.backend.start(self.request(key, reset)))
         self.running[key] = self.states[key] = started.state
+        self.generations[key] = started.state["home_generation"]
+        if reset and before is not None:
+            self.replaced[key] = self.replaced.get(key, 0) + 1
         after = self.home_uid(key)
         assert after is not None
         if before is not None:
@@ -92,6 +102,19 @@ class Lifecycle(RuleBasedStateMachine):
     def homes_keep_their_identity(self) -> None:
         for key, uid in self.home_uids.items():
             assert self.home_uid(key) == uid, f"the home of {key} was touched"
+
+    @invariant()
+    def replaced_homes_are_kept(self) -> None:
+        kept: dict[str, int] = {}
+        for claim in self.cluster.objects("persistentvolumeclaims", "default"):
+            labels = claim["metadata"].get("labels") or {}
+            if labels.get("app.kubernetes.io/component") == "singleuser-old-home":
+                kept[labels["einfra-spawner/server"]] = kept.get(labels["einfra-spawner/server"], 0) + 1
+        expected = {
+            self.request(key, False).manifests.names.server_label: count
+            for key, count in self.replaced.items()
+        }
+        assert kept == expected
 
     @invariant()
     def pods_are_exactly_the_running_servers(self) -> None:

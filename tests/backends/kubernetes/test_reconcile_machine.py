@@ -47,6 +47,7 @@ from einfra_spawner.reconcile import CloseInterval, HubServer, Reconciler, Remov
 from einfra_spawner.render import ANNOTATION_SERVER, ANNOTATION_USER
 from einfra_spawner.runtime import HubRuntime, use_runtime
 from einfra_spawner.spawner import EInfraSpawner
+from einfra_spawner.storage import home_claim_name
 from einfra_spawner.testing import FakeKubernetes, Timings
 from einfra_spawner.usage import Interval, Ledger
 from einfra_spawner.usage.schema import INTERVALS
@@ -96,7 +97,7 @@ granted_requests = st.builds(
 refused_requests = st.sampled_from(
     [
         {"gpu": "a40", "gpu_count": 3},
-        {"cpu": 3},
+        {"cpu": 97},  # the hub offers 1 to 96 CPUs
         {"image": "docker.io/library/python:3"},
         {"colour": "blue"},
         {"home": "erase"},
@@ -361,7 +362,24 @@ class HubLifecycle(RuleBasedStateMachine):
         return held
 
     def home(self, key: Key) -> dict[str, Any] | None:
-        return self.cluster.get("persistentvolumeclaims", NAMESPACE, ServerNames(*key).home)
+        """The server's current home: of the generation its spawner's state names (a reset that
+        keeps the old home for a while moves the server to the next one), else the newest of
+        its homes on the cluster, as the backend finds it for a spawner that does not know."""
+        names = ServerNames(*key)
+        spawner = self._hub.spawners.get(key) if self._hub is not None else None
+        state = spawner.get_state() if spawner is not None else self.db[key].state
+        generation = state.get("home_generation")
+        if generation is None:
+            generations = [
+                int(labels.get("einfra-spawner/home-generation", "0"))
+                for claim in self.cluster.objects("persistentvolumeclaims", NAMESPACE)
+                if (labels := claim["metadata"].get("labels") or {}).get("einfra-spawner/server")
+                == names.server_label
+                and labels.get("app.kubernetes.io/component") == "singleuser-home"
+            ]
+            generation = max(generations, default=0)
+        claim_name = home_claim_name(names, key[0], key[1], generation)
+        return self.cluster.get("persistentvolumeclaims", NAMESPACE, claim_name)
 
     async def open_intervals(self) -> list[Interval]:
         ledger = self.hub.runtime.ledger(self.usage_db_url)
