@@ -294,8 +294,8 @@ def test_the_instances_in_deploy_are_valid_and_need_nothing_from_a_site() -> Non
 
 def test_the_walk_through_lists_what_the_reference_hub_needs_from_a_site() -> None:
     """Everything profiles/hub takes from the cluster is named on the page: storage classes, CSI
-    drivers, per-user secrets, existing claims, image registries, node labels, GPU resources, and
-    the groups that gate choices."""
+    drivers, per-user secrets, existing claims, pull secrets, priority classes, service accounts,
+    image registries, node labels, GPU resources, and the groups that gate choices."""
     page = WALK_THROUGH.read_text()
     hub = load_profiles(INSTANCES["hub"])
     needs: set[str] = set()
@@ -308,6 +308,12 @@ def test_the_walk_through_lists_what_the_reference_hub_needs_from_a_site() -> No
                 needs.add(mount.csi.driver)
                 if mount.csi.secret:
                     needs.add(mount.csi.secret)
+            if mount.pv is not None:
+                needs.add(mount.pv.driver)
+                if mount.pv.storage_class:
+                    needs.add(mount.pv.storage_class)
+                if mount.pv.secret:
+                    needs.add(mount.pv.secret)
             if mount.pvc is not None:
                 needs.add(mount.pvc.claim_name)
             needs.update(mount.groups)
@@ -317,6 +323,14 @@ def test_the_walk_through_lists_what_the_reference_hub_needs_from_a_site() -> No
         for gpu_choice in profile.gpu.choices:
             needs.update(gpu_choice.groups)
         needs.update(profile.groups)
+    pods = [hub.instance.pod, *(p.pod for p in hub.profiles)]
+    pods += [gpu.pod for gpu in hub.instance.gpu_types.values()]
+    for pod in pods:
+        needs.update(pod.image_pull_secrets)
+        if pod.priority_class_name:
+            needs.add(pod.priority_class_name)
+        if pod.service_account_name:
+            needs.add(pod.service_account_name)
     for gpu in hub.instance.gpu_types.values():
         needs.add(gpu.resource)
         needs.update(f"{key}={value}" for key, value in gpu.node_selector.items())
