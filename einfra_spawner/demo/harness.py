@@ -38,18 +38,20 @@ def _post(url: str, path: str, body: dict[str, Any]) -> None:
 
 
 def _seed(url: str, users_with_storage: list[str]) -> None:
-    """What a real cluster would already hold: the group project volume, and storage
-    credentials for the users who registered theirs (the others see the missing-secret error)."""
-    _post(
-        url,
-        "/api/v1/namespaces/default/persistentvolumeclaims",
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "projects"},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}},
-        },
-    )
+    """What a real cluster would already hold: the group project volume, the shared scratch's
+    claim (bound to the site's NFS export), and storage credentials for the users who registered
+    theirs (the others see the missing-secret error)."""
+    for claim in ("projects", "jupyterhub-scratch"):
+        _post(
+            url,
+            "/api/v1/namespaces/default/persistentvolumeclaims",
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}},
+            },
+        )
     for user in users_with_storage:
         name = f"sshfs-{ServerNames(user, '').user_label}"
         _post(

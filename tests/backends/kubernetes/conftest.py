@@ -68,6 +68,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness(**kwargs): extra FakeKubernetes arguments for a test")
 
 
+async def create_site_claims(k8s: FakeKubernetes) -> None:
+    """The claims the reference hub expects a site to have made: the shared project directory
+    (for the group "projects") and the shared scratch (every user's default mount). A coroutine:
+    the harness tells its watchers on the running loop."""
+    for claim in ("projects", "jupyterhub-scratch"):
+        k8s.api.create(
+            "persistentvolumeclaims",
+            "default",
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}},
+            },
+            trusted=True,
+        )
+
+
 @pytest_asyncio.fixture
 async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[FakeKubernetes]:
     marker = request.node.get_closest_marker("harness")
@@ -78,18 +96,7 @@ async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[FakeKubernete
         crashing_images=["cerit.io/crashes:1"],
         **extra,
     ) as k8s:
-        # The shared project directory that the reference hub mounts for the group "projects".
-        k8s.api.create(
-            "persistentvolumeclaims",
-            "default",
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "projects"},
-                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}},
-            },
-            trusted=True,
-        )
+        await create_site_claims(k8s)
         yield k8s
 
 

@@ -24,7 +24,7 @@ from einfra_spawner.testing import FakeKubernetes
 from einfra_spawner_kubernetes import KubernetesBackend
 
 from ...unit.strategies import instance
-from .conftest import nodes
+from .conftest import create_site_claims, nodes
 
 HUB = instance("hub")
 SERVERS = [(user, server) for user in ("ada", "Ada", "Čeněk") for server in ("", "two")]
@@ -36,6 +36,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.cluster = FakeKubernetes(nodes=nodes())
         self.loop.run_until_complete(self.cluster.start())
+        self.loop.run_until_complete(create_site_claims(self.cluster))
         config = Config()
         config.KubernetesBackend.api_url = self.cluster.url
         config.KubernetesBackend.namespace = "default"

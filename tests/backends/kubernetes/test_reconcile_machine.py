@@ -53,7 +53,7 @@ from einfra_spawner.usage import Interval, Ledger
 from einfra_spawner.usage.schema import INTERVALS
 from einfra_spawner_kubernetes import KubernetesBackend
 
-from .conftest import nodes
+from .conftest import create_site_claims, nodes
 
 T = TypeVar("T")
 PROFILES = Path(__file__).resolve().parents[3] / "profiles" / "hub"
@@ -163,6 +163,7 @@ class HubLifecycle(RuleBasedStateMachine):
             nodes=nodes(), image_pull_failures=[BAD_IMAGE], timings=Timings(running_delay=0.005)
         )
         self.run(self.cluster.start())
+        self.run(create_site_claims(self.cluster))
         self.previous_runtime = use_runtime(None)
         self.db: dict[Key, Persisted] = {key: Persisted() for key in KEYS}
         self._hub: Hub | None = None
