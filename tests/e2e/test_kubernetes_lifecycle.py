@@ -99,6 +99,17 @@ class FakeCluster:
         if not self.url.startswith("http"):
             self.stop()
             raise RuntimeError(f"the fake API server did not start:\n{self.log_path.read_text()}")
+        # The shared scratch claim a site makes once (the reference hub mounts it by default).
+        self.call(
+            "POST",
+            "/api/v1/namespaces/default/persistentvolumeclaims",
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "jupyterhub-scratch"},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}},
+            },
+        )
 
     def stop(self) -> None:
         """Close its stdin (it stops its pod processes and exits), then make sure it is gone."""
