@@ -258,7 +258,8 @@ async def steady(args: argparse.Namespace, spawners: list[Any]) -> dict[str, Any
 
     period, seconds = args.steady_period, args.steady_seconds
     for spawner in spawners:
-        spawner.poll_interval = period  # ours writes "seen" within one poll interval
+        # ours writes "seen" within one poll interval (an Integer trait in JupyterHub 5)
+        spawner.poll_interval = round(period) if float(period).is_integer() else period
     counts = {"polls": 0, "running": 0}
     in_polls = [0.0]  # CPU inside the poll calls: the spawner's own cost, without the harness's
     stop_at = time.perf_counter() + seconds
@@ -465,6 +466,39 @@ def figure(runs: list[dict[str, Any]], phase: str, key: str) -> float:
     return statistics.median(float(r[phase][key]) for r in runs)
 
 
+def slopes(report: dict[str, Any]) -> dict[str, float]:
+    """Hub RSS per running server after a restart, as the slope between the smallest and the
+    largest size (KiB per server): the fixed cost of a hub process cancels out."""
+    found = {}
+    for contender in report["contenders"]:
+        rows = sorted((r for r in report["results"] if r["contender"] == contender), key=lambda r: r["n"])
+        if len(rows) >= 2 and rows[-1]["n"] > rows[0]["n"]:
+            first, last = rows[0], rows[-1]
+            rise = last["figures"]["restart"]["rss_mib"] - first["figures"]["restart"]["rss_mib"]
+            found[contender] = rise * 1024 / (last["n"] - first["n"])
+    return found
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The figures of a report as a Markdown table, one column per contender and size."""
+    contenders = report["contenders"]
+    sizes = sorted({r["n"] for r in report["results"]})
+    rows = {(r["contender"], r["n"]): r for r in report["results"]}
+    heads = [f"{c} N={n}" for n in sizes for c in contenders]
+    lines = ["| figure | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    for phase, key, label in FIGURES:
+        cells = [f"{rows[(c, n)]['figures'][phase][key]:.2f}" for n in sizes for c in contenders]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    found = slopes(report)
+    if found:
+        text = ", ".join(f"{c} {v:.1f}" for c, v in found.items())
+        lines += [
+            "",
+            f"RSS per running server after a restart (slope from N={sizes[0]} to N={sizes[-1]}, KiB): {text}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def picture(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -504,6 +538,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per hub process")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--png", type=Path, help="default: beside --json, as .png")
+    parser.add_argument("--markdown", type=Path, help="also write the figures as a Markdown table")
+    parser.add_argument(
+        "--redraw", action="store_true", help="run nothing: write --markdown and the picture from --json"
+    )
     parser.add_argument("--quick", action="store_true", help="N = 20, one run, a 3 s steady state")
     parser.add_argument("--profile", type=Path, help="pyinstrument profiles of each phase into this folder")
     parser.add_argument("--profile-cpu", action="store_true", help="with --profile: cProfile of CPU time")
@@ -525,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase is not None:
         run = populate if args.phase == "populate" else restart
         print(json.dumps(asyncio.run(run(args))))
+        return 0
+    if args.redraw:
+        saved = json.loads(args.json.read_text())
+        if args.markdown:
+            args.markdown.write_text(markdown_table(saved))
+        picture(saved, args.png or args.json.with_suffix(".png"))
         return 0
     contenders = [c for c in args.contenders.split(",") if c]
     report: dict[str, Any] = {
@@ -570,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown_table(report))
     png = args.png or (args.json.with_suffix(".png") if args.json else None)
     if png is not None:
         picture(report, png)

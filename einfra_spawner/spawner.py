@@ -642,12 +642,16 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             if self.usage().interval_id is not None and not self._starting:
                 await self._close_abandoned_start()
             return 0
-        try:
-            status = await self.backend_object().poll(self.identity(), self._backend_state)
-        except BackendError as exc:
-            # Not knowing is not "stopped": forgetting a running server would orphan it.
-            self.log.warning("Could not poll %s, assuming it runs: %s", self._log_name, exc)
-            return None
+        # JupyterHub polls every server at once when it starts: 5,000 polls in one loop
+        # iteration held the loop for half a second. The cache reads take turns like
+        # preparations; the ledger's work (not waited on while holding a turn) comes after.
+        async with self._preparation_turn():
+            try:
+                status = await self.backend_object().poll(self.identity(), self._backend_state)
+            except BackendError as exc:
+                # Not knowing is not "stopped": forgetting a running server would orphan it.
+                self.log.warning("Could not poll %s, assuming it runs: %s", self._log_name, exc)
+                return None
         if status is None:
             self.usage().seen(within=self.poll_interval)  # written within one poll interval
         else:

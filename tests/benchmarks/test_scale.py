@@ -41,6 +41,8 @@ def test_the_scale_benchmark_runs_and_its_counts_add_up(tmp_path: Path) -> None:
     # shared informer, no read of any one server.
     assert {kind.split()[0] for kind in restart} <= {"list", "watch"}
     assert restart["list pods"] == 1 and restart["list events"] == 1
-    assert all(count == 1 for count in restart.values()), restart
+    # (a watch begun at the very end, e.g. the PVC watch the reconciler's pass starts, may not
+    # have reached the server when the counters are read: at most one of each, never two)
+    assert all(count <= 1 for count in restart.values()), restart
     assert ours["restart"]["reconciler_actions"] == 0  # nothing out of step after a clean restart
     assert ours["steady"]["requests"] == {}  # polls read the shared watches' cache

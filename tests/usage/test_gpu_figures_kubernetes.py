@@ -15,6 +15,7 @@ from einfra_spawner.runtime import HubRuntime, use_runtime
 from einfra_spawner.spawner import EInfraSpawner
 from einfra_spawner.testing import FakeKubernetes, FakeNode
 
+from ..backends.kubernetes.conftest import create_site_claims
 from ..unit.test_form import RenderedForm
 from ..unit.test_spawner import PROFILES
 
@@ -44,6 +45,7 @@ async def cluster() -> AsyncIterator[FakeKubernetes]:
     previous = use_runtime(runtime)
     try:
         async with FakeKubernetes(nodes=NODES) as k8s:
+            await create_site_claims(k8s)  # the claims the reference hub mounts
             yield k8s
             await runtime.close()
     finally:
@@ -85,7 +87,7 @@ async def test_the_form_and_the_route_show_free_and_total_gpus_per_type(cluster:
         figures = await viewer.gpu_figures()
         assert figures == {
             "a10": {"free": 2, "total": 2, "note": "2 of 2 free"},
-            "a100": {"free": 0, "total": 0, "note": "none available"},
+            "a100": {"free": 0, "total": 0, "note": "none on this cluster"},
             "a40": {"free": 2, "total": 2, "note": "2 of 2 free"},
             "h100": {"free": 0, "total": 1, "note": "0 of 1 free"},
             "mig-1g.10gb": {"free": 7, "total": 7, "note": "7 of 7 free"},
@@ -93,9 +95,10 @@ async def test_the_form_and_the_route_show_free_and_total_gpus_per_type(cluster:
         }
         html = await viewer.get_options_form()
         form = RenderedForm(html)
-        assert "NVIDIA H100 (0 of 1 free)" in form.text
-        assert "NVIDIA A40 (up to 2, 2 of 2 free)" in form.text
-        assert "NVIDIA A100 80GB (up to 2, none available)" in form.text
+        assert "NVIDIA H100 (0 of 1 free, 120.00 CZK per GPU-hour)" in form.text  # busy: selectable
+        assert "NVIDIA A40 (up to 2, 2 of 2 free, 38.00 CZK per GPU-hour)" in form.text
+        # The cluster has no A100 at all: shown, disabled, with the reason.
+        assert "NVIDIA A100 80GB (none on this cluster, 65.00 CZK per GPU-hour)" in form.text
         assert '<span data-einfra-gpu="h100">0 of 1 free</span>' in html
         assert "You use 1 of your 4 GPUs." in form.text  # the H100 server, from the ledger
     finally:

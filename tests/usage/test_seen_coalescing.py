@@ -91,6 +91,8 @@ async def test_a_hub_killed_between_flushes_loses_at_most_one_interval(db_url: s
     await first.flush_seen()  # written: the last flush before the crash
     first.seen(interval_id, T0 + 60, within=3600)  # noted, never written: the hub is killed now
     first._executor.shutdown(wait=True)  # the process dies: no shutdown(), nothing more written
+    assert first._ledger is not None
+    first._ledger.dispose()  # ...and its connections with it
     # The restarted hub finds the server gone: its run ends where it was last *written* seen,
     # 30 s (one poll interval) short of the last sighting: billed less, never more.
     second = AsyncLedger(db_url)
