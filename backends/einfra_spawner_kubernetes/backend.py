@@ -229,10 +229,14 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
         self._capacity: tuple[float, dict[str, GpuCapacity]] | None = None
 
     async def warm_up(self) -> None:
-        """Connect and start the shared watches of pods and events now (the hub is starting),
-        so that the first spawns find them synced."""
+        """Connect and start the shared watches of pods, events and claims (homes and per-server
+        volumes) now (the hub is starting), so that the first spawns find them synced."""
         scope = self._cluster.scope()
-        await asyncio.gather(self._cluster.informer("pods", scope), self._cluster.informer("events", scope))
+        await asyncio.gather(
+            self._cluster.informer("pods", scope),
+            self._cluster.informer("events", scope),
+            self._cluster.informer("persistentvolumeclaims", scope),
+        )
 
     def namespace_for(self, identity: ServerIdentity) -> str | None:
         """The namespace ``identity``'s server runs in (the spawner renders manifests for it)."""

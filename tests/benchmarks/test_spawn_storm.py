@@ -62,6 +62,7 @@ def test_the_storm_runs_and_its_counts_add_up(tmp_path: Path) -> None:
         assert writes == {"create pods": N, "create persistentvolumeclaims": N}
         assert ours["start"]["requests"].get("list pods", 0) == 0
         assert ours["start"]["requests"].get("list events", 0) == 0
+        assert ours["start"]["requests"].get("list persistentvolumeclaims", 0) == 0  # warmed too
         assert set(ours["stop"]["requests"]) == {"delete pods"}
         # The floor is one create per object and one delete per pod, nothing else.
         floor = result["spawners"]["floor"]["trials"][0]
