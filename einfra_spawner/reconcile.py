@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 from .backend import Backend, ServerRecord
 from .names import ServerNames
@@ -70,7 +70,7 @@ class HubServer:
 
     @property
     def label(self) -> str:
-        return ServerNames(self.user, self.server).server_label
+        return _server_label(self.user, self.server)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +115,15 @@ class MarkRunning:
 Action = RemoveOrphan | CloseInterval | MarkRunning
 
 
+@lru_cache(maxsize=16384)
+def _server_label(user: str, server: str) -> str:
+    # A hash per call: a pass over thousands of servers reads each name twice (JupyterHub's and
+    # the ledger's record of it), so each is computed once.
+    return ServerNames(user, server).server_label
+
+
 def _label(interval: Interval) -> str:
-    return ServerNames(interval.user, interval.server).server_label
+    return _server_label(interval.user, interval.server)
 
 
 def _may_be_in_flight(created: float, snapshot: Snapshot) -> bool:
@@ -229,7 +236,9 @@ class Reconciler:
         if snapshot is None:
             return []
         done: list[Action] = []
-        for action in plan_actions(snapshot):
+        # Pure and over frozen records: planned off the event loop, which a pass over thousands
+        # of servers would otherwise hold for a few hundred milliseconds (benchmarks/scale.py).
+        for action in await asyncio.to_thread(plan_actions, snapshot):
             try:
                 await self._carry_out(action)
             except Exception:
