@@ -48,7 +48,8 @@ async def test_is_a_backend(fake_k8s: FakeKubernetes) -> None:
 
 async def test_start_poll_stop(fake_k8s: FakeKubernetes) -> None:
     backend = backend_for(fake_k8s)
-    started = await backend.start(start_request("ada", {"gpu": "a40"}))
+    # No optional mounts: this example creates pods only (the shared scratch is a site's claim).
+    started = await backend.start(start_request("ada", {"gpu": "a40", "mounts": []}))
     pod = fake_k8s.get("pods", "default", started.state["pod"])
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A40"}
     assert await backend.poll(ServerIdentity(user="ada"), started.state) is None
