@@ -31,6 +31,7 @@ def test_every_manifest_file_is_found() -> None:
         "rbac-user-namespaces.yaml",
         "rbac-persistent-volumes.yaml",
         "z2jh-rbac.yaml",
+        "z2jh-rbac-homes.yaml",
         "z2jh-rbac-user-namespaces.yaml",
         "z2jh-rbac-capacity-all-namespaces.yaml",
         "netpol-singleuser.yaml",

@@ -275,6 +275,7 @@ def test_everything_applied_exists_and_validates(cmds: list[Command], z2jh_value
     assert applied == [
         "deploy/kind/namespaces.yaml",
         "deploy/z2jh-rbac.yaml",
+        "deploy/z2jh-rbac-homes.yaml",
         "deploy/netpol-singleuser.yaml",
     ]
     made_namespaces = set()
