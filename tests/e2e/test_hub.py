@@ -190,7 +190,10 @@ def test_reset_home_keeps_the_old_home_aside(hub: Hub) -> None:
     hub.stop_server("ben", "data")
 
 
-def test_the_progress_page_follows_the_backends_steps(hub: Hub) -> None:
+def _follow_a_spawn(hub: Hub) -> tuple[int | None, list[dict[str, object]], object]:
+    """Start grace's server "steps" and read its progress stream from the moment the spawn is
+    pending: the start's status, the events, and whether the spawn was still pending when the
+    backend's "Starting JupyterLab" step arrived."""
     outcome: list[int] = []
     spawning = threading.Thread(
         target=lambda: outcome.append(hub.spawn("grace", "steps", {"cpu": "1"}).status)
@@ -222,10 +225,22 @@ def test_the_progress_page_follows_the_backends_steps(hub: Hub) -> None:
                     break
     finally:
         spawning.join(60)
-    assert outcome and outcome[0] in (201, 202)
-    assert events[-1]["ready"], events
-    messages = [str(e["message"]) for e in events]
-    assert messages[0] == "Server requested"
+    return (outcome[0] if outcome else None), events, pending_at_start
+
+
+def test_the_progress_page_follows_the_backends_steps(hub: Hub) -> None:
+    # A stream opened after the spawn has ended shows only "requested" and "ready" (JupyterHub
+    # does not replay the steps), which a loaded machine can cause: such a run is tried again,
+    # three times at most; a stream that never shows the backend's steps fails the test.
+    for _ in range(3):
+        status, events, pending_at_start = _follow_a_spawn(hub)
+        assert status in (201, 202)
+        assert events and events[-1]["ready"], events
+        messages = [str(e["message"]) for e in events]
+        assert messages[0] == "Server requested"
+        if len(messages) > 2:
+            break
+        hub.stop_server("grace", "steps")
     assert any(m.startswith("Starting JupyterLab") for m in messages), messages
     assert pending_at_start == "spawn"
     progress = [e["progress"] for e in events if "progress" in e]

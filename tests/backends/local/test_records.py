@@ -212,7 +212,9 @@ def _gpu_options(user: str) -> ResolvedOptions:
 
 
 async def test_the_record_is_written_before_the_server_answers(harness: Harness) -> None:
-    backend = harness.backend()
+    # The sleeper never answers: only the stop below may end this start, however slow the
+    # machine (with the harness's 15 s answer timeout, a loaded CI run ended it first).
+    backend = harness.backend(http_timeout=600.0, start_timeout=900.0)
     request = harness.request(cmd=SLEEPER)
     names = ServerNames("ana", "")
     start = asyncio.create_task(backend.start(request))
