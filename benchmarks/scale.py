@@ -558,6 +558,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: Command-line options that name output files.
+_OUTPUTS = frozenset({"json", "png", "markdown", "profile"})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.phase is not None:
@@ -572,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     contenders = [c for c in args.contenders.split(",") if c]
     report: dict[str, Any] = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        # What was measured, not where the outputs went (paths of one machine do not belong in
+        # a report that is committed).
+        "settings": {k: v for k, v in vars(args).items() if k not in _OUTPUTS},
         "contenders": contenders,
     }
     report["results"] = []
