@@ -68,11 +68,12 @@ async def harness(url: str, method: str, path: str) -> dict[str, Any]:
         return body
 
 
-def prepare(contender: str, url: str, usage_db: str, log: Any) -> tuple[Any, Any]:
+def prepare(contender: str, url: str, usage_db: str, log: Any, toggles: list[str]) -> tuple[Any, Any]:
     """What a hub has done before it builds any spawner: its modules imported, its
-    configuration read (for ours, ``configure()``). Returns (make N spawners, close)."""
+    configuration read (for ours, ``configure()``, with the storm measures in ``toggles``
+    switched off). Returns (make N spawners, close)."""
     sys.path.insert(0, str(HERE))
-    from storm_trial import kubespawner_spawners, stand_ins
+    from storm_trial import kubespawner_spawners, stand_ins, toggle_measures
     from traitlets.config import Config
 
     if contender == "kubespawner":
@@ -95,7 +96,9 @@ def prepare(contender: str, url: str, usage_db: str, log: Any) -> tuple[Any, Any
     from einfra_spawner.spawner import EInfraSpawner
 
     c = Config()
-    configure(c, PROFILES, backend="kubernetes", freeze_heap=True)
+    # As a hub once started (no JupyterHub runs here): the start-up heap frozen.
+    freeze = toggle_measures(toggles, c)
+    configure(c, PROFILES, backend="kubernetes", freeze_heap=freeze)
     c.EInfraSpawner.profiles_dir = str(PROFILES)
     c.EInfraSpawner.backend = "kubernetes"
     c.EInfraSpawner.usage_db_url = usage_db
@@ -165,7 +168,7 @@ async def populate(args: argparse.Namespace) -> dict[str, Any]:
     from storm_trial import hub_log
 
     log = hub_log()
-    make, close = prepare(args.spawner, args.url, args.usage_db, log)
+    make, close = prepare(args.spawner, args.url, args.usage_db, log, args.toggle)
     gc.collect()
     rss0 = rss_bytes()
     spawners = make(args.n)
@@ -195,13 +198,32 @@ async def populate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def list_every_pod(url: str) -> float:
+    """Seconds for one list of every pod, read and decoded in this process: what a restart to
+    "all known" is measured against (the faster of two, so that importing and connecting the
+    first time is not counted)."""
+    import aiohttp
+
+    took = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            async with session.get(f"{url}/api/v1/pods") as response:
+                listed = await response.json()
+            took.append(time.perf_counter() - t0)
+            if not listed["items"]:
+                raise RuntimeError("no pods to list: the restart has nothing to find")
+    return min(took)
+
+
 async def restart(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     from storm_trial import StallTicker, hub_log, requests_by_kind
 
     log = hub_log()
     states = json.loads(await asyncio.to_thread(Path(args.states).read_text))
-    make, close = prepare(args.spawner, args.url, args.usage_db, log)
+    make, close = prepare(args.spawner, args.url, args.usage_db, log, args.toggle)
+    one_list = await list_every_pod(args.url)
     gc.collect()
     rss0 = rss_bytes()
     await harness(args.url, "POST", "/_harness/stats/reset")
@@ -231,6 +253,7 @@ async def restart(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "restart": {
             "all_known_s": all_known,
+            "one_list_s": one_list,
             "construct_ms_per_server": constructed * 1e3 / args.n,
             "with_reconciler_s": wall,
             "cpu_s": cpu,
@@ -405,6 +428,7 @@ def child(
         str(args.steady_period),
         *(["--profile", str(args.profile)] if args.profile else []),
         *(["--profile-cpu"] if args.profile_cpu else []),
+        *(f"--toggle={measure}" for measure in args.toggle),
     ]
     env = {**os.environ, "KUBECONFIG": str(work / "kubeconfig")}
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=False, env=env)
@@ -446,6 +470,7 @@ def problems(run: dict[str, Any]) -> list[str]:
 
 FIGURES = [
     ("restart", "all_known_s", "restart: all known (s)"),
+    ("restart", "one_list_s", "restart: one list of every pod (s)"),
     ("restart", "with_reconciler_s", "restart: + reconciler (s)"),
     ("restart", "cpu_s", "restart: hub CPU (s)"),
     ("restart", "stall_to_all_known_ms", "restart: stall to all known (ms)"),
@@ -545,6 +570,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="N = 20, one run, a 3 s steady state")
     parser.add_argument("--profile", type=Path, help="pyinstrument profiles of each phase into this folder")
     parser.add_argument("--profile-cpu", action="store_true", help="with --profile: cProfile of CPU time")
+    parser.add_argument(
+        "--toggle",
+        action="append",
+        default=[],
+        help="ours: switch one of the storm measures off (storm_trial.MEASURES; repeatable)",
+    )
     # a hub process of the driver's
     parser.add_argument("--phase", choices=["populate", "restart"], help=argparse.SUPPRESS)
     parser.add_argument("--spawner", help=argparse.SUPPRESS)

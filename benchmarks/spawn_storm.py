@@ -60,7 +60,13 @@ FIGURES: list[tuple[str, str]] = [
 
 
 def run_trial(
-    spawner: str, variant: str, n: int, args: argparse.Namespace, *, cold: bool = False
+    spawner: str,
+    variant: str,
+    n: int,
+    args: argparse.Namespace,
+    *,
+    cold: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -78,6 +84,7 @@ def run_trial(
         "--idle-seconds",
         str(args.idle_seconds),
         *(["--cold"] if cold else []),
+        *extra,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.trial_timeout, check=False)
     if done.returncode != 0:

@@ -89,31 +89,129 @@ def stand_ins(index: int) -> dict[str, Any]:
     }
 
 
+#: The storm measures of our spawner that ``--toggle`` switches off (``benchmarks/ablation.py``
+#: measures what each one earns). Each is on in a hub by default.
+MEASURES: dict[str, str] = {
+    "preparation-gate": "the preparation gate (a bounded number of resolutions per loop iteration)",
+    "admission": "resolving and rendering inside the backend's admission turn",
+    "submission-gate": "the Kubernetes backend's submission gate (32 creates at a time)",
+    "ledger-batching": "the usage ledger's queued writes in one transaction per batch",
+    "slim-pods": "the pod cache keeps only the fields the spawner reads",
+    "gc-freeze": "gc.freeze() of the start-up heap once the hub has started",
+}
+
+
+def toggle_measures(toggles: list[str], c: Config) -> bool:
+    """Switch off the measures named in ``toggles`` (for the ablation); whether to freeze the
+    start-up heap (as a hub does once started: ``configure()``'s default).
+
+    The measures are switched the way a hub without them would run: a gate that admits
+    everything at once, a context that does nothing, one transaction per write, the pod as
+    listed."""
+    import contextlib
+
+    def nothing(*_: Any) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+    if "preparation-gate" in toggles:
+        from einfra_spawner.runtime import HubRuntime
+
+        _replace(HubRuntime, "preparation_turn", nothing)
+    if "admission" in toggles:
+        from einfra_spawner_kubernetes import KubernetesBackend
+
+        _replace(KubernetesBackend, "admission", nothing)
+    if "submission-gate" in toggles:
+        c.KubernetesBackend.concurrent_submissions = 1_000_000
+    if "ledger-batching" in toggles:
+        from einfra_spawner.usage import AsyncLedger
+
+        batched = AsyncLedger._run_writes
+
+        def one_by_one(self: AsyncLedger, batch: list[Any]) -> None:
+            for queued in batch:
+                batched(self, [queued])
+
+        _replace(AsyncLedger, "_run_writes", one_by_one)
+    if "slim-pods" in toggles:
+        import einfra_spawner_kubernetes._cluster as cluster
+
+        _replace(cluster, "slim_pod", lambda pod: pod)
+    return "gc-freeze" not in toggles
+
+
+def _replace(owner: object, name: str, value: object) -> None:
+    """Replace ``owner.name`` for this trial's process (which ends with the trial)."""
+    if not hasattr(owner, name):
+        raise AttributeError(f"{owner!r} has no {name}: the ablation switch needs updating")
+    setattr(owner, name, value)
+
+
+#: What ``--priced`` adds to the instance: prices, so that every start and stop is recorded in
+#: the usage ledger, as on an instance that shows costs.
+PRICES_YAML = "prices:\n  currency: CZK\n  cpu_hour: 0.35\n  memory_gib_hour: 0.04\n"
+
+
+def priced_profiles(workdir: Path) -> Path:
+    """The storm's instance folder with prices (``--priced``), written in ``workdir``."""
+    folder = workdir / "priced_profiles"
+    folder.mkdir()
+    for source in PROFILES.iterdir():
+        (folder / source.name).write_text(source.read_text())
+    with (folder / "instance.yaml").open("a") as instance:
+        instance.write(PRICES_YAML)
+    return folder
+
+
+def fresh_database(server_url: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty PostgreSQL database on the server of ``server_url`` (a SQLAlchemy URL), its
+    URL, and how to drop it: a new hub's ledger, as SQLite's new file is."""
+    import sqlalchemy
+
+    name = f"storm_{os.getpid()}"
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = sqlalchemy.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
 def einfra_spawners(
-    n: int, variant: str, url: str, log: logging.Logger, workdir: Path
+    n: int, variant: str, url: str, log: logging.Logger, workdir: Path, args: argparse.Namespace
 ) -> tuple[list[Any], Callable[[], Any]]:
     from einfra_spawner.hub import configure
     from einfra_spawner.runtime import current_runtime
     from einfra_spawner.spawner import EInfraSpawner
 
     c = Config()
+    freeze = toggle_measures(args.toggle, c)
+    profiles = priced_profiles(workdir) if args.priced else PROFILES
+    # A fresh usage ledger per trial, as a new hub has, never one in the working directory.
+    drop_database: Callable[[], None] | None = None
+    if args.usage_db_url:
+        c.EInfraSpawner.usage_db_url, drop_database = fresh_database(args.usage_db_url)
+    else:
+        c.EInfraSpawner.usage_db_url = f"sqlite:///{workdir / 'usage.sqlite'}"
     # What a hub's jupyterhub_config.py does at hub start: load the profiles, import the backend,
-    # freeze the start-up heap (gc.freeze, configure's default).
-    configure(c, PROFILES, backend="kubernetes", freeze_heap=True)
-    c.EInfraSpawner.profiles_dir = str(PROFILES)
-    c.EInfraSpawner.backend = "kubernetes"
+    # and (as a hub does once it has started; no JupyterHub runs here) freeze the start-up heap.
+    configure(c, profiles, backend="kubernetes", freeze_heap=freeze)
     c.KubernetesBackend.api_url = url
     c.KubernetesBackend.namespace = "default"
     c.KubernetesBackend.delete_grace_seconds = 1  # KubeSpawner's delete_grace_period default
-    if "usage_db_url" in EInfraSpawner.class_trait_names():
-        # A fresh usage ledger per trial, as a new hub has, never one in the working directory.
-        c.EInfraSpawner.usage_db_url = f"sqlite:///{workdir / 'usage.sqlite'}"
     spawners = [
         EInfraSpawner(config=c, log=log, user_options={"profile": variant}, **stand_ins(i)) for i in range(n)
     ]
 
     async def close() -> None:
         await current_runtime().close()  # the backend's watches and connections, the ledger
+        if drop_database is not None:
+            await asyncio.to_thread(drop_database)
 
     return spawners, close
 
@@ -317,7 +415,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
             elif args.spawner == "floor":
                 spawners, close, floor_hub = floor_spawners(n, args.variant, server.url)
             else:
-                spawners, close = einfra_spawners(n, args.variant, server.url, log, Path(tmp))
+                spawners, close = einfra_spawners(n, args.variant, server.url, log, Path(tmp), args)
             assert server.pid is not None
             if args.cold:
                 try:
@@ -334,7 +432,12 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
             gc.callbacks.append(gc_clock)
             ticker = StallTicker()
             ticker.start()
-            result: dict[str, Any] = {"spawner": args.spawner, "variant": args.variant, "n": n}
+            result: dict[str, Any] = {
+                "spawner": args.spawner,
+                "variant": args.variant,
+                "n": n,
+                "toggled": sorted(args.toggle),
+            }
             try:
                 await server.reset_stats()
                 server_cpu0 = process_cpu(server.pid)
@@ -461,6 +564,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=2.0)
     parser.add_argument("--running-delay-ms", type=float, default=50.0)
     parser.add_argument("--idle-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--priced", action="store_true", help="ours: an instance with prices (every start recorded)"
+    )
+    parser.add_argument(
+        "--usage-db-url",
+        help="ours: the ledger in a new database on this PostgreSQL server (default: a new SQLite file)",
+    )
+    parser.add_argument(
+        "--toggle",
+        action="append",
+        default=[],
+        choices=sorted(MEASURES),
+        help="switch one of our storm measures off (repeatable)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
