@@ -1,21 +1,16 @@
 """The API semantics of the fake server: create, get, list, delete, patch, replace.
 
-Everything here is synchronous and works on raw dicts: the HTTP layer parses a request,
-calls one of these methods and serialises the result once. The fake scheduler, kubelet and
-controllers use :meth:`ResourceApi.update` and :meth:`ResourceApi.remove` for their writes.
-
-Deletion follows the real server: an object with finalizers only gets a
-``deletionTimestamp`` (MODIFIED) until the last finalizer is removed; a scheduled pod is
-deleted gracefully (``deletionTimestamp`` plus ``deletionGracePeriodSeconds``) and removed by
-the fake kubelet once its containers have stopped; an unscheduled or finished pod, or a grace
-period of 0, is removed at once.
+Everything here is synchronous and works on raw dicts: the HTTP layer (:mod:`._server`) parses a
+request, calls one method of :class:`ResourceApi` and serialises the result once. The fake
+scheduler, kubelet and controllers use :meth:`ResourceApi.update` and :meth:`ResourceApi.remove`
+for their writes. :class:`ResourceApi` is the one entry point; it creates and reads objects
+itself and leaves the rest to its helpers: list pages to :mod:`._listing`, what a PATCH or PUT
+asks for to :mod:`._updates`, and deletion (grace periods, finalizers, the namespace controller)
+to :mod:`._deletion`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -30,27 +25,17 @@ from ._defaults import (
     name_suffix,
     new_uid,
     now,
-    timestamp_in,
 )
+from ._deletion import Deletion, PodDeletionHook
 from ._kinds import RESOURCES, ResourceInfo
-from ._patches import apply_json_patch, apply_merge_patch
+from ._listing import list_objects
 from ._selectors import FieldSelector, LabelSelector
-from ._status import (
-    ApiError,
-    already_exists,
-    bad_request,
-    conflict,
-    forbidden,
-    invalid,
-    not_found,
-    resource_not_found,
-    success_status,
-)
+from ._status import already_exists, bad_request, forbidden, not_found, resource_not_found, success_status
 from ._store import Store
+from ._updates import apply_update_rules, patched, replacement
 from ._validate import ObjectValidator
 
 JsonDict = dict[str, Any]
-PodDeletionHook = Callable[[JsonDict], None]
 
 _SERVER_SET_METADATA = (
     "uid",
@@ -68,10 +53,6 @@ _DEFAULTERS: dict[str, Callable[[JsonDict], None]] = {
     "Secret": default_secret,
     "Namespace": default_namespace,
 }
-_TERMINAL_PHASES = ("Succeeded", "Failed")
-# Kinds whose spec a PATCH or PUT may not change here (the real server allows a few spec
-# fields of a pod, such as an image; a spawner never needs that).
-_SPEC_IMMUTABLE = ("Pod", "PersistentVolumeClaim")
 
 
 def resource_info(resource: str) -> ResourceInfo:
@@ -81,33 +62,22 @@ def resource_info(resource: str) -> ResourceInfo:
     return info
 
 
-def _encode_continue(namespace: str, name: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([namespace, name]).encode()).decode()
-
-
-def _decode_continue(token: str) -> tuple[str, str]:
-    try:
-        namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError, binascii.Error) as error:
-        raise bad_request(f"invalid continue token: {error}") from error
-    return str(namespace), str(name)
-
-
-def _without_type_meta(obj: JsonDict) -> JsonDict:
-    # Items of a real list response carry no apiVersion/kind of their own.
-    return {key: value for key, value in obj.items() if key not in ("apiVersion", "kind")}
-
-
 class ResourceApi:
     """API operations over a :class:`Store`, with validation when a validator is given."""
 
     def __init__(self, store: Store, validator: ObjectValidator | None) -> None:
         self.store = store
         self.validator = validator
-        # Called when a scheduled pod starts graceful deletion; set by the fake kubelet.
-        self.on_pod_deletion: PodDeletionHook | None = None
-        # Pods whose containers are stopped but whose finalizers still hold the object.
-        self._pods_stopped: set[str] = set()
+        self._deletion = Deletion(store, self.update)
+
+    @property
+    def on_pod_deletion(self) -> PodDeletionHook | None:
+        """Called when a scheduled pod starts graceful deletion; set by the fake kubelet."""
+        return self._deletion.on_pod_deletion
+
+    @on_pod_deletion.setter
+    def on_pod_deletion(self, hook: PodDeletionHook | None) -> None:
+        self._deletion.on_pod_deletion = hook
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -201,30 +171,16 @@ class ResourceApi:
         limit: int | None = None,
         continue_token: str | None = None,
     ) -> JsonDict:
-        """A ``<Kind>List``; with ``limit``, pages continue after the last key returned (the
-        pages are not one consistent snapshot, unlike a real server's)."""
-        info = resource_info(resource)
-        objects = self.store.items(resource, namespace if info.namespaced else None)
-        if continue_token:
-            after = _decode_continue(continue_token)
-            objects = [
-                obj
-                for obj in objects
-                if (obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) > after
-            ]
-        items: list[JsonDict] = []
-        metadata: JsonDict = {"resourceVersion": str(self.store.resource_version)}
-        for index, obj in enumerate(objects):
-            if labels.matches(obj) and fields.matches(obj):
-                if limit is not None and len(items) == limit:
-                    last = items[-1]["metadata"]
-                    metadata["continue"] = _encode_continue(last.get("namespace", ""), last["name"])
-                    metadata["remainingItemCount"] = sum(
-                        1 for rest in objects[index:] if labels.matches(rest) and fields.matches(rest)
-                    )
-                    break
-                items.append(_without_type_meta(obj))
-        return {"kind": info.list_kind, "apiVersion": "v1", "metadata": metadata, "items": items}
+        """A ``<Kind>List`` (see :func:`._listing.list_objects`)."""
+        return list_objects(
+            self.store,
+            resource_info(resource),
+            namespace,
+            labels,
+            fields,
+            limit=limit,
+            continue_token=continue_token,
+        )
 
     # --- internal writes (scheduler, kubelet, controllers) --------------------------------
 
@@ -247,37 +203,14 @@ class ResourceApi:
         return new
 
     def remove(self, resource: str, namespace: str, name: str, *, uid: str | None = None) -> bool:
-        old = self.store.get(resource, namespace, name)
-        if old is None or (uid is not None and old["metadata"]["uid"] != uid):
-            return False
-        self._pods_stopped.discard(old["metadata"]["uid"])
-        self.store.remove(resource, namespace, name)
-        return True
+        """Remove an object now; False if it is gone (or replaced: other uid)."""
+        return self._deletion.remove(resource, namespace, name, uid=uid)
 
     def pod_stopped(self, namespace: str, name: str, uid: str) -> None:
         """The kubelet has stopped a deleted pod's containers: remove it unless finalizers hold it."""
-        pod = self.store.get("pods", namespace, name)
-        if pod is None or pod["metadata"]["uid"] != uid:
-            return
-        if pod["metadata"].get("finalizers"):
-            self._pods_stopped.add(uid)
-        else:
-            self.remove("pods", namespace, name, uid=uid)
+        self._deletion.pod_stopped(namespace, name, uid)
 
-    def _removable(self, info: ResourceInfo, obj: JsonDict) -> bool:
-        """Whether an object being deleted may now go: no finalizers, containers stopped."""
-        metadata = obj["metadata"]
-        if not metadata.get("deletionTimestamp") or metadata.get("finalizers"):
-            return False
-        if info.kind == "Pod":
-            return (
-                metadata["uid"] in self._pods_stopped
-                or not obj.get("spec", {}).get("nodeName")
-                or obj.get("status", {}).get("phase") in _TERMINAL_PHASES
-            )
-        return True
-
-    # --- delete --------------------------------------------------------------------------
+    # --- delete, patch and replace ---------------------------------------------------------
 
     def delete(
         self,
@@ -289,182 +222,36 @@ class ResourceApi:
         preconditions: JsonDict | None = None,
     ) -> JsonDict:
         info = resource_info(resource)
-        ns = namespace if info.namespaced else ""
         obj = self._get(info, namespace, name)
-        metadata = obj["metadata"]
-        if preconditions:
-            for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
-                wanted = preconditions.get(key)
-                if wanted is not None and wanted != metadata.get(key):
-                    raise conflict(
-                        resource,
-                        name,
-                        f"Precondition failed: {label} in precondition: {wanted}, {label} in "
-                        f"object meta: {metadata.get(key)}",
-                    )
-        if grace_period is not None and grace_period < 0:
-            grace_period = 0
-        if info.kind == "Pod":
-            result = self._delete_pod(obj, grace_period)
-        elif info.kind == "Namespace":
-            result = self._delete_namespace(obj)
-        elif metadata.get("finalizers"):
-            result = obj
-            if not metadata.get("deletionTimestamp"):
-                result = self._mark_deleting(info, ns, obj, 0)
-        else:
-            self.store.remove(resource, ns, name)
-            result = obj
+        result = self._deletion.delete(
+            info,
+            namespace if info.namespaced else "",
+            obj,
+            grace_period=grace_period,
+            preconditions=preconditions,
+        )
         if info.returns_deleted_object:
             return result
-        return success_status(info.name, name, metadata["uid"])
-
-    def _mark_deleting(self, info: ResourceInfo, ns: str, obj: JsonDict, grace: int) -> JsonDict:
-        def mark(new: JsonDict) -> None:
-            new["metadata"]["deletionTimestamp"] = timestamp_in(grace)
-            new["metadata"]["deletionGracePeriodSeconds"] = grace
-
-        updated = self.update(info.name, ns, obj["metadata"]["name"], mark)
-        assert updated is not None  # the object was read just before
-        return updated
-
-    def _delete_pod(self, pod: JsonDict, grace_period: int | None) -> JsonDict:
-        metadata = pod["metadata"]
-        ns, name = metadata["namespace"], metadata["name"]
-        spec, status = pod.get("spec", {}), pod.get("status", {})
-        grace = grace_period
-        if grace is None:
-            grace = int(spec.get("terminationGracePeriodSeconds", 30))
-        if not spec.get("nodeName") or status.get("phase") in _TERMINAL_PHASES:
-            grace = 0  # nothing runs: a real server deletes such pods at once
-        current = metadata.get("deletionGracePeriodSeconds")
-        if metadata.get("deletionTimestamp") and current is not None and grace >= current:
-            return pod  # already terminating at least as fast
-        if grace == 0 and not metadata.get("finalizers"):
-            final = self.store.remove("pods", ns, name).obj
-            self._pods_stopped.discard(metadata["uid"])
-            return final
-        updated = self._mark_deleting(RESOURCES["pods"], ns, pod, grace)
-        if spec.get("nodeName") and self.on_pod_deletion is not None:
-            self.on_pod_deletion(updated)
-        elif self._removable(RESOURCES["pods"], updated):
-            self.remove("pods", ns, name)
-        return updated
-
-    def _delete_namespace(self, namespace: JsonDict) -> JsonDict:
-        name = namespace["metadata"]["name"]
-
-        def terminating(new: JsonDict) -> None:
-            new["metadata"]["deletionTimestamp"] = now()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
-            new["status"] = {"phase": "Terminating"}
-
-        updated = self.update("namespaces", "", name, terminating) or namespace
-        # The namespace controller: everything in it goes at once, then the namespace.
-        for info in RESOURCES.values():
-            if info.namespaced:
-                for obj in self.store.items(info.name, name):
-                    self.store.remove(info.name, name, obj["metadata"]["name"])
-        self.store.remove("namespaces", "", name)
-        return updated
-
-    # --- patch and replace ---------------------------------------------------------------
+        return success_status(info.name, name, obj["metadata"]["uid"])
 
     def patch(self, resource: str, namespace: str, name: str, body: bytes, content_type: str) -> JsonDict:
         info = resource_info(resource)
         old = self._get(info, namespace, name)
-        try:
-            patch = json.loads(body or b"null")
-        except ValueError as error:
-            raise bad_request(f"invalid JSON in the patch: {error}") from error
-        kind = content_type.split(";")[0].strip().lower()
-        if kind == "application/json-patch+json":
-            new = apply_json_patch(copy_json(old), patch)
-        elif kind in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-            # Strategic merge behaves like a JSON merge patch for the maps (labels,
-            # annotations) a spawner patches; list merge keys are not emulated.
-            if not isinstance(patch, dict):
-                raise bad_request("a merge patch must be a JSON object")
-            wanted_rv = (patch.get("metadata") or {}).get("resourceVersion")
-            if wanted_rv is not None and wanted_rv != old["metadata"]["resourceVersion"]:
-                raise conflict(
-                    resource,
-                    name,
-                    "the object has been modified; please apply your "
-                    "changes to the latest version and try again",
-                )
-            new = apply_merge_patch(copy_json(old), patch)
-        else:
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted media "
-                f"types include: application/json-patch+json, "
-                f"application/merge-patch+json, "
-                f"application/strategic-merge-patch+json; got {content_type!r}",
-            )
-        return self._write_update(info, namespace, old, new)
+        return self._write_update(info, namespace, old, patched(info, old, body, content_type))
 
     def replace(self, resource: str, namespace: str, name: str, body: object) -> JsonDict:
         info = resource_info(resource)
         old = self._get(info, namespace, name)
-        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
-            raise bad_request("the body of the request was in an unknown format")
-        if body["metadata"].get("name") != name:
-            raise bad_request("the name of the object does not match the name on the URL")
-        wanted_rv = body["metadata"].get("resourceVersion")
-        if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
-            raise conflict(
-                resource,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )
-        body.setdefault("apiVersion", "v1")
-        body.setdefault("kind", info.kind)
-        if info.kind == "Secret":
-            default_secret(body)
-        return self._write_update(info, namespace, old, body)
+        return self._write_update(info, namespace, old, replacement(info, old, name, body))
 
     def _write_update(self, info: ResourceInfo, namespace: str, old: JsonDict, new: JsonDict) -> JsonDict:
         ns = namespace if info.namespaced else ""
-        metadata = new.get("metadata")
-        if not isinstance(metadata, dict):
-            raise bad_request("metadata must be an object")
-        for key in (
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "resourceVersion",
-        ):
-            if key in old["metadata"]:
-                metadata[key] = old["metadata"][key]
-            else:
-                metadata.pop(key, None)
-        if "status" in old:
-            new["status"] = old["status"]  # status is only written through the status subresource
-        else:
-            new.pop("status", None)
-        if info.kind in _SPEC_IMMUTABLE and new.get("spec") != old.get("spec"):
-            raise invalid(
-                info.kind,
-                metadata["name"],
-                [
-                    {
-                        "reason": "FieldValueForbidden",
-                        "field": "spec",
-                        "message": "Forbidden: the fake API server only allows changes to metadata of "
-                        f"{info.name} (labels, annotations, finalizers)",
-                    }
-                ],
-            )
+        apply_update_rules(info, old, new)
         if self.validator is not None:
             self.validator.validate(info, new)
         if new == old:
             return old  # a no-op write does not bump the resourceVersion, as on a real server
         self.store.replace(info.name, ns, new)
-        if self._removable(info, new):
-            self.remove(info.name, ns, metadata["name"])
+        if self._deletion.removable(info, new):
+            self.remove(info.name, ns, new["metadata"]["name"])
         return new
