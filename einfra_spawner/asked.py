@@ -24,15 +24,22 @@ The request object is tornado's ``HTTPServerRequest`` (only its ``method``, ``bo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import OptionsError
-from .form import request_from_form, request_from_query
+from .form_request import request_from_form, request_from_query
 from .options import UserContext
 from .profiles import ProfileSet
 
-__all__ = ["HUB_QUERY_ARGUMENTS", "as_stored", "asks_for_reset", "options_in_body", "query_options"]
+__all__ = [
+    "HUB_QUERY_ARGUMENTS",
+    "as_stored",
+    "asks_for_reset",
+    "options_in_body",
+    "query_options",
+    "request_to_resolve",
+]
 
 
 def _decoded(arguments: Mapping[str, list[bytes]]) -> dict[str, list[str]]:
@@ -86,3 +93,19 @@ def as_stored(request: object) -> dict[str, Any]:
     if not isinstance(request, Mapping):
         return {}
     return {key: value for key, value in request.items() if not (key == "home" and value == "reset")}
+
+
+def request_to_resolve(
+    stored: object, handled: Any, profiles: Callable[[], ProfileSet], user: Callable[[], UserContext]
+) -> tuple[object, bool]:
+    """The request a start resolves: the options JupyterHub stored (``stored``), less a
+    ``home: reset`` that the HTTP request being handled (``handled``; ``None`` when there is
+    none) does not ask for itself; and whether such a reset was dropped. ``profiles`` and
+    ``user`` are looked up only when a reset is stored."""
+    if not isinstance(stored, Mapping):
+        return stored, False
+    request = dict(stored)
+    if request.get("home") == "reset" and not asks_for_reset(handled, profiles(), user()):
+        del request["home"]
+        return request, True
+    return request, False

@@ -2,7 +2,7 @@
 
 Where it sits: the options form (and the GPU figures service, :mod:`einfra_spawner.gpu_service`,
 through the user's spawner) asks the backend for the capacity of the GPU types the user's groups
-grant (the form's rule, :func:`~einfra_spawner.form.capacity_types`), bounded by a time-out: a
+grant (the form's rule, :func:`~einfra_spawner.form_gpu.capacity_types`), bounded by a time-out: a
 slow or failing backend gives a form without figures, never no form. The figures are also Prometheus gauges in
 ``/hub/metrics``.
 """
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from prometheus_client import Gauge
 
 from .backend import Backend, GpuCapacity
-from .form import capacity_types
+from .form_gpu import capacity_types
 from .options import UserContext
 from .profiles import ProfileSet
 

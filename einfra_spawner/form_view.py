@@ -1,8 +1,8 @@
 """The options form's view model: frozen values that ``templates/form.html`` renders as they are.
 
-:mod:`einfra_spawner.form` builds these from the profiles, the user, the backend's features and
-GPU figures, and the instance's prices; the template decides nothing. Field names and ids are
-explained in :mod:`einfra_spawner.form`.
+:mod:`einfra_spawner.form` (one profile at a time, :mod:`.form_profile`) builds these from the
+profiles, the user, the backend's features and GPU figures, and the instance's prices; the
+template decides nothing. Field names and ids are explained in :mod:`.form_fields`.
 
 Prices travel twice: as text for the reader (``note``, ``hint``: "1.40 CZK/h"), and as exact
 fractions (``price``, ``unit_price``: ``"7/5"``) in data attributes, from which the page's script
