@@ -62,7 +62,7 @@ from einfra_spawner.reconcile import (
 from einfra_spawner.runtime import current_runtime
 from einfra_spawner.spawner import EInfraSpawner
 from einfra_spawner.testing import FakeKubernetesProcess
-from einfra_spawner.usage.ledger import AsyncLedger, Ledger
+from einfra_spawner.usage import AsyncLedger, Ledger
 
 #: Seconds a start may take (``Spawner.start_timeout``): long enough to outlast the outage.
 START_TIMEOUT = 120.0

@@ -42,8 +42,10 @@ from functools import lru_cache, partial
 from .backend import Backend, ServerRecord
 from .names import ServerNames
 from .usage import metrics
+from .usage.async_ledger import AsyncLedger
 from .usage.cost import Interval
-from .usage.ledger import AsyncLedger, Ledger, end_interval, mark_running
+from .usage.intervals import end_interval, mark_running
+from .usage.ledger import Ledger
 
 __all__ = [
     "CloseInterval",

@@ -2,8 +2,10 @@
 
 * :mod:`.cost` and :mod:`.quota` are pure (no clock, no I/O): intervals and a window in, money
   and refusals out.
-* :mod:`.schema` and :mod:`.ledger` store the intervals through SQLAlchemy (blocking I/O, run on
-  a worker thread by the spawner).
+* :mod:`.schema` (the tables), :mod:`.intervals` (the statements, each a function of a
+  connection) and :mod:`.ledger` (one transaction per call) store the intervals through
+  SQLAlchemy (blocking I/O); :mod:`.async_ledger` runs them on a worker thread for the hub,
+  batching the writes.
 * :mod:`.recorder` is one server's side (a collaborator of EInfraSpawner); :mod:`.metrics`
   (prometheus_client) is the other hub-facing edge. :mod:`.report` (pure) formats the
   operators' report of ``einfra-spawner usage``.
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+from .async_ledger import AsyncLedger
 from .cost import (
     Cost,
     Interval,
@@ -23,7 +26,8 @@ from .cost import (
     usage_cost,
     window,
 )
-from .ledger import AsyncLedger, Ledger, QuotaExceeded
+from .intervals import QuotaExceeded
+from .ledger import Ledger
 from .quota import QuotaUse, describe_quotas, quota_refusal, quota_use
 
 __all__ = [

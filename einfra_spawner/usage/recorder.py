@@ -7,7 +7,7 @@ for the ledger's worker thread (admission and ending are awaited; "running" and 
 they cannot fail a start or a poll, and the ledger keeps their order; "seen" is only noted, and
 written with every other server's once per flush interval), feeds the cost metric, and
 builds the form's usage sentences with the pure :mod:`.cost` and :mod:`.quota`. A quota refusal
-is raised as :class:`~.ledger.QuotaExceeded`; the spawner turns it into the 403 the user reads.
+is raised as :class:`~.intervals.QuotaExceeded`; the spawner turns it into the 403 the user reads.
 
 An instance with neither prices nor quotas has nothing to charge or enforce: its spawners get
 a :class:`NullRecorder`, which needs no database, so a database outage never refuses its starts.
@@ -26,8 +26,10 @@ from typing import Any
 from ..models import Instance
 from ..options import ResolvedOptions, UserContext
 from . import metrics
+from .async_ledger import AsyncLedger
 from .cost import Cost, Interval, describe_cost, interval_cost, rates_for, usage_cost, window
-from .ledger import AsyncLedger, Ledger, end_interval, mark_running, open_interval
+from .intervals import end_interval, mark_running, open_interval
+from .ledger import Ledger
 from .quota import describe_quotas, quota_refusal
 
 __all__ = ["NullRecorder", "UsageRecorder", "recorder_for", "records_usage"]
@@ -95,7 +97,7 @@ class UsageRecorder:
 
     async def admit(self, options: ResolvedOptions) -> None:
         """Check the quotas and open this run's interval in one transaction (two starts cannot
-        both take the last GPU); raises :class:`~.ledger.QuotaExceeded` with the limit."""
+        both take the last GPU); raises :class:`~.intervals.QuotaExceeded` with the limit."""
         instance, user = self.instance, self.user
         ledger = self._ledger()
         now = time.time()

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from einfra_spawner.usage import AsyncLedger, Interval, Ledger, QuotaExceeded
-from einfra_spawner.usage.ledger import end_interval, mark_running, open_interval, seen_running
+from einfra_spawner.usage.intervals import end_interval, mark_running, open_interval, seen_running
 
 from .test_ledger import T0, planned
 
@@ -65,9 +65,9 @@ async def test_a_storm_of_writes_shares_few_transactions_and_keeps_each_servers_
         *(ledger.write(partial(end_interval, interval_id=i.id, at=T0 + 600)) for i in opened)
     )
     assert ledger.writes == 800
-    for number, interval in enumerate(closed):
-        assert interval is not None
-        assert (interval.started, interval.last_seen, interval.stopped) == (
+    for number, ended in enumerate(closed):
+        assert ended is not None
+        assert (ended.started, ended.last_seen, ended.stopped) == (
             T0 + number,
             T0 + number + 60,
             T0 + 600,

@@ -18,7 +18,7 @@ import pytest
 from einfra_spawner.options import UserContext
 from einfra_spawner.profiles import load_profiles
 from einfra_spawner.usage import AsyncLedger, Ledger
-from einfra_spawner.usage.ledger import mark_running, open_interval
+from einfra_spawner.usage.intervals import mark_running, open_interval
 from einfra_spawner.usage.recorder import UsageRecorder
 
 from .test_ledger import T0, planned
