@@ -1,12 +1,17 @@
 """The shared parts of the profile file models: the strict base model, the checked string and
 quantity types, and the helpers the option models use. Private: :mod:`einfra_spawner.models` is
 the public surface.
+
+Each rule is defined once, here, and used by the profile models and the pod settings alike
+(:mod:`.pod_fields` builds the pod settings' types from these checks), so this module sits below
+both and imports nothing of the package but names and quantities.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
@@ -20,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from .names import is_label_value
+from .names import DNS1123_LABEL, is_label_value
 from .quantities import parse_cpu, parse_memory
 
 #: The GPU choice id that means "no GPU".
@@ -28,7 +33,7 @@ NO_GPU = "none"
 #: Where a profile's shared memory (``shm``) is mounted.
 SHM_PATH = "/dev/shm"  # noqa: S108  # a mount point in the container, not a temporary file
 
-_SLUG = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SLUG = DNS1123_LABEL  # a slug is a DNS-1123 label, at most 40 characters
 _CHOICE_ID = re.compile(r"[a-z0-9]([-a-z0-9._]*[a-z0-9])?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GROUP = re.compile(r"[^\s/][^/]{0,254}")
@@ -50,13 +55,42 @@ _QUANTITY_SCHEMA: dict[str, Any] = {
 }
 
 
-def _full(pattern: re.Pattern[str], what: str, max_len: int) -> Any:
-    def check(value: Any) -> Any:
-        if isinstance(value, str) and (len(value) > max_len or not pattern.fullmatch(value)):
+def _check(test: Callable[[str], object], what: str) -> Any:
+    """An annotation that refuses a string ``test`` rejects, saying it "must be ``what``"."""
+
+    def run(value: Any) -> Any:
+        if isinstance(value, str) and not test(value):
             raise ValueError(f"must be {what}")
         return value
 
-    return BeforeValidator(check)
+    return BeforeValidator(run)
+
+
+def _full(pattern: re.Pattern[str], what: str, max_len: int) -> Any:
+    """An annotation that refuses a string longer than ``max_len`` or not matching ``pattern``."""
+    return _check(lambda text: len(text) <= max_len and pattern.fullmatch(text) is not None, what)
+
+
+def is_dns_subdomain(text: str) -> bool:
+    """A DNS-1123 subdomain: the names of secrets, service accounts and priority classes."""
+    return len(text) <= 253 and _DNS_SUBDOMAIN.fullmatch(text) is not None
+
+
+def _label_key_problem(key: str) -> str | None:
+    """What keeps ``key`` from being a Kubernetes qualified name, ``[prefix/]name`` (the rule of
+    label and annotation keys); ``None``: nothing."""
+    prefix, slash, name = key.rpartition("/")
+    if not (0 < len(name) <= 63 and _LABEL_KEY_NAME.fullmatch(name)):
+        return f"label key {key!r} is not valid"
+    # A slash needs a prefix before it: "/name" is not a key.
+    if slash and not is_dns_subdomain(prefix):
+        return f"label key prefix {prefix!r} is not a DNS subdomain"
+    return None
+
+
+def is_qualified_name(text: str) -> bool:
+    """A Kubernetes qualified name (label and annotation keys): ``[prefix/]name``."""
+    return _label_key_problem(text) is None
 
 
 def _quantity(parse: Any, what: str) -> Any:
@@ -84,7 +118,7 @@ class FreshJsonSchema:
 Slug = Annotated[
     StrictStr,
     _full(_SLUG, "a lower-case DNS label: a-z, 0-9 and '-', at most 40 characters", 40),
-    Field(json_schema_extra={"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 40}),
+    Field(json_schema_extra={"pattern": f"^{_SLUG.pattern}$", "maxLength": 40}),
 ]
 ChoiceId = Annotated[
     StrictStr,
@@ -114,11 +148,9 @@ Price = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
 
 
 def _check_label_key(key: str) -> str:
-    prefix, _, name = key.rpartition("/")
-    if not (0 < len(name) <= 63 and _LABEL_KEY_NAME.fullmatch(name)):
-        raise ValueError(f"label key {key!r} is not valid")
-    if prefix and not (len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix)):
-        raise ValueError(f"label key prefix {prefix!r} is not a DNS subdomain")
+    problem = _label_key_problem(key)
+    if problem is not None:
+        raise ValueError(problem)
     return key
 
 
@@ -130,10 +162,15 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-class _Strict(BaseModel):
-    """Base of every file model: unknown keys are refused; a scalar may stand for the whole."""
+class StrictModel(BaseModel):
+    """Base of every file model, the pod settings' included: unknown keys are refused; frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class _Strict(StrictModel):
+    """Base of the profile file models (the pod settings excepted): a scalar may stand for the
+    whole."""
 
     #: A JSON Schema for the scalar short form that ``_from_scalar`` accepts, if any.
     scalar_schema: ClassVar[dict[str, Any] | None] = None

@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictStr, model_validator
 
-from .pod_fields import ContainerName, LabelValue, QualifiedName, StrictModel, Weight
+from ._model_base import StrictModel
+from .pod_fields import ContainerName, LabelValue, QualifiedName, Weight
 
 __all__ = [
     "Affinity",

@@ -15,30 +15,24 @@ for the DNS-safe labels of :class:`~einfra_spawner.names.ServerNames`, replaced 
 refused at load.
 
 This module sits below :mod:`.models` (which declares the ``pod`` fields), so it imports nothing
-from it; the checked value types are in :mod:`.pod_fields`, the affinity models in
-:mod:`.pod_affinity` (re-exported here). Rendering is :mod:`.render_pod`'s. Pure: no I/O.
+from it. Its parts, each in a module of its own: the checked value types (:mod:`.pod_fields`),
+the init containers and hooks (:mod:`.pod_containers`) and the affinity models
+(:mod:`.pod_affinity`), re-exported here for the profile reference; the rules of the two patches
+(:mod:`.pod_patches`); the labels that are ours (:mod:`.labels`). Rendering is
+:mod:`.render_pod`'s. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    Field,
-    JsonValue,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, StrictBool, StrictStr, field_validator
 
+from ._model_base import EnvName, StrictModel
+from .labels import OUR_LABEL_KEYS, OUR_PREFIX
 from .pod_affinity import (
     Affinity,
     LabelSelector,
@@ -52,27 +46,18 @@ from .pod_affinity import (
     PreferredSchedulingTerm,
     WeightedPodAffinityTerm,
 )
+from .pod_containers import HttpGetAction, InitContainer, Lifecycle, LifecycleHandler
 from .pod_fields import (
     CONTAINER_NAME,
-    OUR_LABEL_KEYS,
-    OUR_PREFIX,
-    Bytes,
-    Command,
-    ContainerName,
-    EnvName,
     LabelValue,
-    Millicores,
     PerServerPath,
     PerServerText,
-    PortName,
     PullPolicy,
     QualifiedName,
     ResourceName,
-    StrictModel,
-    check,
     fill_placeholders,
 )
-from .references import is_image_reference
+from .pod_patches import Patch, check_container_patch, check_keys, check_pod_patch
 
 __all__ = [
     "CONTAINER_NAME",
@@ -100,144 +85,7 @@ __all__ = [
 ]
 
 
-# --- containers and hooks ------------------------------------------------------------------------
-
-
-class HttpGetAction(StrictModel):
-    """An HTTP GET to the container itself."""
-
-    path: Annotated[StrictStr, Field(pattern=r"^/[^\s]*$", max_length=2048)]
-    port: Annotated[StrictInt, Field(ge=1, le=65535)] | PortName
-    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
-
-
-class LifecycleHandler(StrictModel):
-    """One hook: a command run in the container (``exec``) or an HTTP GET (``http_get``)."""
-
-    exec: Annotated[Command, Field(min_length=1)] | None = None
-    http_get: HttpGetAction | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> LifecycleHandler:
-        if (self.exec is None) == (self.http_get is None):
-            raise ValueError("a hook needs exactly one of exec or http_get")
-        return self
-
-
-class Lifecycle(StrictModel):
-    """Hooks of the notebook container: ``post_start`` runs right after it starts, ``pre_stop``
-    before it is stopped (within the pod's grace period)."""
-
-    post_start: LifecycleHandler | None = None
-    pre_stop: LifecycleHandler | None = None
-
-
-class InitContainer(StrictModel):
-    """A container run to completion before the notebook starts. It always runs under the same
-    restricted security context as the notebook container (non-root, no privilege escalation,
-    every capability dropped, the RuntimeDefault seccomp profile): that is not configurable."""
-
-    name: ContainerName
-    image: Annotated[
-        StrictStr, check(is_image_reference, "a container image reference such as 'repo/name:tag'")
-    ]
-    image_pull_policy: PullPolicy | None = Field(
-        None, description="Unset: Kubernetes' default for the image's tag."
-    )
-    command: Command = ()
-    args: Command = ()
-    env: dict[EnvName, PerServerText] = Field(
-        {}, description="Environment variables; {user} and {server} are replaced in values."
-    )
-    working_dir: PerServerPath | None = None
-    # The defaults are written as in a file (and validated), so that the schema and the reference
-    # show "100m", not a bare 100 that a file would read as 100 CPUs.
-    cpu: Millicores = Field(
-        "100m", validate_default=True, description="The CPU request and limit (the same), in CPUs."
-    )
-    memory: Bytes = Field(
-        "256Mi", validate_default=True, description="The memory request and limit (the same)."
-    )
-    mount_home: StrictBool = Field(
-        False, description="Mount the server's home volume at its usual path (profiles with a home)."
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _not_ours(cls, value: str) -> str:
-        if value == CONTAINER_NAME:
-            raise ValueError(f"{CONTAINER_NAME!r} is the notebook container's name")
-        return value
-
-
-_MAX_PATCH_CHARS = 65536
-
-
 # --- the settings of one level ------------------------------------------------------------------
-
-#: A JSON merge patch: a mapping of any JSON values (in the schema, an object of anything).
-_Patch = Annotated[dict[StrictStr, JsonValue], WithJsonSchema({"type": "object"})]
-
-#: Paths of the rendered pod a ``pod_patch`` must not reach: our identity, what the backend's
-#: life cycle relies on (a pod that is never restarted in place; deletion that no finalizer
-#: holds up), and what the other settings render as whole lists (a merge patch replaces a list
-#: as a whole).
-_PROTECTED_POD_PATHS = (
-    ("apiVersion",),
-    ("kind",),
-    ("status",),
-    ("metadata", "name"),
-    ("metadata", "generateName"),
-    ("metadata", "namespace"),
-    ("metadata", "finalizers"),
-    ("spec", "restartPolicy"),
-    ("spec", "containers"),
-    ("spec", "initContainers"),
-    ("spec", "volumes"),
-    ("spec", "tolerations"),
-    ("spec", "imagePullSecrets"),
-)
-#: Keys of the notebook container a ``container_patch`` must not reach: what the user chose
-#: (image, resources), what the hub needs (the command, its environment, the port), and lists
-#: the renderer owns.
-_PROTECTED_CONTAINER_KEYS = ("name", "image", "args", "command", "env", "ports", "resources", "volumeMounts")
-
-
-def _reaches(patch: Any, path: Sequence[str]) -> bool:
-    """Whether applying ``patch`` may change the value at ``path`` (a merge patch that sets a
-    parent to a non-mapping, ``null`` included, replaces everything under it)."""
-    current = patch
-    for key in path:
-        if not isinstance(current, dict):
-            return True
-        if key not in current:
-            return False
-        current = current[key]
-    return True
-
-
-def _check_patch(patch: dict[str, Any], what: str) -> None:
-    text = json.dumps(patch, sort_keys=True, allow_nan=True)
-    if len(text) > _MAX_PATCH_CHARS:
-        raise ValueError(f"{what} is longer than {_MAX_PATCH_CHARS} characters as JSON")
-    if _has_non_finite(patch):
-        raise ValueError(f"{what} holds a number that is not finite (.nan or .inf)")
-
-
-def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(v) for v in value)
-    return False
-
-
-def _check_keys(keys: Iterable[str], what: str) -> None:
-    for key in keys:
-        if key.startswith(OUR_PREFIX) or key in OUR_LABEL_KEYS:
-            raise ValueError(f"{what} {key!r} is set by einfra-spawner itself and cannot be changed")
 
 
 class PodSettings(StrictModel):
@@ -305,7 +153,7 @@ class PodSettings(StrictModel):
         description="The notebook container's working directory ({user} and {server} replaced); "
         "the home's mount path when unset. The most specific level that sets it wins.",
     )
-    pod_patch: _Patch | None = Field(
+    pod_patch: Patch | None = Field(
         None,
         description="A JSON merge patch (RFC 7386) applied to the rendered pod, for what no key "
         "covers. Every level's patch is applied, instance first. Checked at load: it may not "
@@ -314,7 +162,7 @@ class PodSettings(StrictModel):
         "patched pod must still meet the restricted Pod Security Standard (baseline when the "
         "instance's pod_security says so).",
     )
-    container_patch: _Patch | None = Field(
+    container_patch: Patch | None = Field(
         None,
         description="A JSON merge patch (RFC 7386) applied to the notebook container, checked as "
         "pod_patch is; it may not change the container's name, image, command, args, env, "
@@ -324,13 +172,13 @@ class PodSettings(StrictModel):
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        _check_keys(value, "label")
+        check_keys(value, "label")
         return value
 
     @field_validator("annotations")
     @classmethod
     def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
-        _check_keys(value, "annotation")
+        check_keys(value, "annotation")
         if sum(len(k) + len(v) for k, v in value.items()) > 256 * 1024:
             raise ValueError("the annotations are larger than 256 KiB in all")
         return value
@@ -347,30 +195,15 @@ class PodSettings(StrictModel):
     @field_validator("pod_patch")
     @classmethod
     def _pod_patch(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        _check_patch(value, "pod_patch")
-        for path in _PROTECTED_POD_PATHS:
-            if _reaches(value, path):
-                raise ValueError(f"pod_patch may not change {'.'.join(path)}")
-        metadata = value.get("metadata")
-        for section in ("labels", "annotations"):
-            if _reaches(value, ("metadata", section)):
-                inner = metadata.get(section) if isinstance(metadata, dict) else None
-                if not isinstance(inner, dict):
-                    raise ValueError(f"pod_patch may not replace metadata.{section} as a whole")
-                _check_keys(inner, section[:-1])
+        if value is not None:
+            check_pod_patch(value)
         return value
 
     @field_validator("container_patch")
     @classmethod
     def _container_patch(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        _check_patch(value, "container_patch")
-        for key in _PROTECTED_CONTAINER_KEYS:
-            if key in value:
-                raise ValueError(f"container_patch may not change {key}")
+        if value is not None:
+            check_container_patch(value)
         return value
 
 

@@ -23,25 +23,18 @@ from typing import Any
 
 from .errors import Problem
 from .models import NO_GPU, Instance, Profile
+from .pod_containers import InitContainer, LifecycleHandler
+from .pod_fields import CONTAINER_NAME, HOME_VOLUME, fill_placeholders
 from .pod_security import (
     container_security_context,
     merge_patch,
     pod_security_context,
     pod_security_violations,
 )
-from .pod_settings import (
-    CONTAINER_NAME,
-    InitContainer,
-    LifecycleHandler,
-    ResolvedPod,
-    fill_placeholders,
-    merge_pod_settings,
-)
+from .pod_settings import ResolvedPod, merge_pod_settings
 from .quantities import format_cpu, format_memory
 
 __all__ = ["apply_pod_settings", "pod_patch_problems"]
-
-_HOME_VOLUME = "home"
 
 
 def _handler(handler: LifecycleHandler) -> dict[str, Any]:
@@ -146,7 +139,7 @@ def _representative_pod(instance: Instance, has_home: bool) -> dict[str, Any]:
         "env": [{"name": "JUPYTERHUB_API_TOKEN", "value": "sample"}],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
         "securityContext": container_security_context(),
-        "volumeMounts": [{"name": _HOME_VOLUME, "mountPath": "/home/jovyan"}] if has_home else [],
+        "volumeMounts": [{"name": HOME_VOLUME, "mountPath": "/home/jovyan"}] if has_home else [],
     }
     return {
         "apiVersion": "v1",
@@ -165,7 +158,7 @@ def _representative_pod(instance: Instance, has_home: bool) -> dict[str, Any]:
                 security.run_as_user, security.run_as_group, security.fs_group
             ),
             "containers": [container],
-            "volumes": [{"name": _HOME_VOLUME, "persistentVolumeClaim": {"claimName": "home-sample"}}]
+            "volumes": [{"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": "home-sample"}}]
             if has_home
             else [],
         },
@@ -192,7 +185,7 @@ def pod_patch_problems(instance: Instance, profiles: Sequence[tuple[str, Profile
                 settings,
                 user_label="u-sample",
                 server_label="s-sample",
-                home=(_HOME_VOLUME, profile.home.mount_path) if profile.home is not None else None,
+                home=(HOME_VOLUME, profile.home.mount_path) if profile.home is not None else None,
             )
             violations = pod_security_violations(pod, level)
             if not violations:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 
+from .labels import OUR_PREFIX
 from .names import ServerNames, dns_label
 
 __all__ = [
@@ -39,16 +40,15 @@ __all__ = [
 #: The placeholders storage texts may hold.
 PLACEHOLDERS = ("{user}", "{server}")
 
-_PREFIX = "einfra-spawner"
 #: On a home PVC: its generation (``"0"`` for the first home of a server).
-LABEL_HOME_GENERATION = f"{_PREFIX}/home-generation"
+LABEL_HOME_GENERATION = f"{OUR_PREFIX}home-generation"
 #: On a home kept after a reset: when it was reset and until when it is kept (UTC, ``%Y%m%dT%H%M%SZ``).
-LABEL_RESET_AT = f"{_PREFIX}/reset-at"
-LABEL_KEEP_UNTIL = f"{_PREFIX}/keep-until"
+LABEL_RESET_AT = f"{OUR_PREFIX}reset-at"
+LABEL_KEEP_UNTIL = f"{OUR_PREFIX}keep-until"
 #: On a per-user PersistentVolume and its claim: the id of the mount it serves, and its
 #: template's ``remove`` policy (``with_server`` or ``never``).
-LABEL_MOUNT = f"{_PREFIX}/mount"
-LABEL_REMOVE = f"{_PREFIX}/remove"
+LABEL_MOUNT = f"{OUR_PREFIX}mount"
+LABEL_REMOVE = f"{OUR_PREFIX}remove"
 
 # The longest labels ServerNames makes (63 characters); every character of a label is one of
 # [a-z0-9-], so a text valid with these is valid with any.

@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # jsonschema ships no type hints
 import pytest
 import yaml
 
@@ -163,6 +163,9 @@ def test_every_problem_is_reported_with_file_path_and_value() -> None:
             "not a valid regular expression",
         ),
         ("env: {'1BAD': x}", "must be an environment variable name"),
+        # A slash needs a prefix before it (the one rule of label keys, as for pod labels).
+        ("node_selector: {/gpu: a40}", "label key prefix '' is not a DNS subdomain"),
+        ("tolerations: [{key: /gpu, operator: Exists}]", "label key prefix '' is not a DNS subdomain"),
     ],
 )
 def test_profile_rules(profile: str, expected: str) -> None:
