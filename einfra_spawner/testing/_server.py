@@ -39,10 +39,13 @@ KUBERNETES_VERSION = ("1", "33")
 
 class RequestStats:
     """API requests counted by (verb, resource); verbs: create, get, list, watch, delete,
-    patch, update."""
+    patch, update. Also how each watch ended."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
+        #: Each ended watch: its resource, the seconds it was granted, and why it ended:
+        #: "timeout", "closed" (by the harness or the store) or "client gone".
+        self.watch_ends: list[tuple[str, float, str]] = []
 
     def count(self, verb: str | None = None, resource: str | None = None) -> int:
         """Requests matching ``verb`` and ``resource`` (None: any)."""
@@ -54,6 +57,7 @@ class RequestStats:
 
     def reset(self) -> None:
         self.counts.clear()
+        self.watch_ends.clear()
 
     def as_json(self) -> list[JsonDict]:
         return [
@@ -259,11 +263,13 @@ class ApiHandlers:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         next_bookmark = loop.time() + self.bookmark_interval
+        why = "client gone"
         try:
             await response.prepare(request)
             while True:
                 current = loop.time()
                 if current >= deadline:
+                    why = "timeout"
                     break
                 wake = min(deadline, next_bookmark if bookmarks else deadline, current + 5.0)
                 try:
@@ -283,6 +289,7 @@ class ApiHandlers:
                         next_bookmark = loop.time() + self.bookmark_interval
                     continue
                 if line is None:
+                    why = "closed"
                     break
                 chunks = [line]
                 ended = False
@@ -294,11 +301,13 @@ class ApiHandlers:
                     chunks.append(item)
                 await response.write(b"".join(chunks))
                 if ended:
+                    why = "closed"
                     break
         except (ConnectionResetError, ConnectionError):
             return response
         finally:
             self.store.unwatch(watcher)
+            self.stats.watch_ends.append((resource, seconds, why))
         with contextlib.suppress(ConnectionResetError, ConnectionError):
             await response.write_eof()
         return response

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def harness_url(hub: Hub) -> str:
     """The fake API server's address, from the hub's log (the config starts it)."""
     log = hub.log_path.read_text(errors="replace")
-    found = re.findall(r"Kubernetes API at (http://127\.0\.0\.1:\d+)", log)
+    found: list[str] = re.findall(r"Kubernetes API at (http://127\.0\.0\.1:\d+)", log)
     if found:
         return found[-1]
     raise AssertionError("the hub did not log the fake API server's address")

@@ -151,7 +151,7 @@ def test_a_server_that_dies_with_the_hub_ends_where_it_was_last_seen(usage_hub: 
     hub.start()
     hub.wait_for(lambda: runs(hub, "ben", "dies")[0].stopped is not None, "the interval to close")
     (run,) = runs(hub, "ben", "dies")
-    assert run.stopped == run.last_seen  # at the last time it was seen, never at "now"
+    assert run.stopped is not None and run.stopped == run.last_seen  # last seen, never "now"
     assert run.started < run.stopped <= died
     assert not (hub.server("ben", "dies") or {}).get("ready")
 

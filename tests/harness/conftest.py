@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_asyncio
-from kubernetes_asyncio import client
+
+from .core_v1 import CoreV1
 
 
 @pytest_asyncio.fixture
-async def v1(k8s_api_client: Any) -> client.CoreV1Api:
+async def v1(k8s_api_client: Any) -> CoreV1:
     """CoreV1Api of the real kubernetes_asyncio client, pointed at ``fake_k8s``."""
-    return client.CoreV1Api(k8s_api_client)
+    return CoreV1(k8s_api_client)

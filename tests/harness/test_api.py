@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import json
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +14,20 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from einfra_spawner.testing import FakeKubernetes
 
+from .core_v1 import CoreV1, status_of, unloaded
 from .manifests import pod_body, pvc_body, secret_body
 
 
-async def raw(call: Any) -> tuple[int, Any]:
+async def raw(call: Awaitable[object]) -> tuple[int, Any]:
     """Status and JSON body of a call made with ``_preload_content=False``."""
-    response = await call
+    response = await unloaded(call)
     try:
         return response.status, await response.json()
     finally:
         response.release()
 
 
-def status_of(error: ApiException) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(error.body)
-    return body
-
-
-async def test_objects_deserialise_into_complete_models(
-    fake_k8s: FakeKubernetes, v1: client.CoreV1Api
-) -> None:
+async def test_objects_deserialise_into_complete_models(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     created = await v1.create_namespaced_pod("default", pod_body("nb", labels={"app": "hub"}))
     assert isinstance(created, client.V1Pod)
     assert created.metadata.uid and int(created.metadata.resource_version) > 0
@@ -61,7 +55,7 @@ async def test_objects_deserialise_into_complete_models(
     assert "default" in {n.metadata.name for n in namespaces.items}
 
 
-async def test_server_set_metadata_and_generate_name(v1: client.CoreV1Api) -> None:
+async def test_server_set_metadata_and_generate_name(v1: CoreV1) -> None:
     body = pod_body("")
     body["metadata"] = {"generateName": "jupyter-ada-", "uid": "mine", "resourceVersion": "9"}
     status, pod = await raw(v1.create_namespaced_pod("default", body, _preload_content=False))
@@ -74,7 +68,7 @@ async def test_server_set_metadata_and_generate_name(v1: client.CoreV1Api) -> No
     assert "kind" not in listed["items"][0]  # items of a real list carry no TypeMeta
 
 
-async def test_label_and_field_selectors(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_label_and_field_selectors(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     fake_k8s.create_namespace("course")
     for name, labels, namespace in (
         ("a", {"app": "hub", "tier": "user"}, "default"),
@@ -85,10 +79,11 @@ async def test_label_and_field_selectors(fake_k8s: FakeKubernetes, v1: client.Co
         await v1.create_namespaced_pod(namespace, pod_body(name, labels=labels))
 
     async def names(namespace: str | None = "default", **selectors: str) -> list[str]:
+        options: dict[str, Any] = dict(selectors)  # label_selector, field_selector
         if namespace is None:
-            result = await v1.list_pod_for_all_namespaces(**selectors)
+            result = await v1.list_pod_for_all_namespaces(**options)
         else:
-            result = await v1.list_namespaced_pod(namespace, **selectors)
+            result = await v1.list_namespaced_pod(namespace, **options)
         return [p.metadata.name for p in result.items]
 
     assert await names(label_selector="app=hub") == ["a", "b"]
@@ -114,7 +109,7 @@ async def test_label_and_field_selectors(fake_k8s: FakeKubernetes, v1: client.Co
     assert bad_label.value.status == 400 and status_of(bad_label.value)["reason"] == "BadRequest"
 
 
-async def test_pagination_with_limit_and_continue(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_pagination_with_limit_and_continue(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     for index in range(5):
         await v1.create_namespaced_secret("default", secret_body(f"s{index}", key="v"))
     first = await v1.list_namespaced_secret("default", limit=2)
@@ -125,7 +120,7 @@ async def test_pagination_with_limit_and_continue(fake_k8s: FakeKubernetes, v1: 
     assert rest.metadata._continue is None
 
 
-async def test_delete_with_grace_period(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_delete_with_grace_period(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespaced_pod("default", pod_body("slow"))
     running = await fake_k8s.wait_for_pod_phase("default", "slow", "Running")
     seen: list[str] = []
@@ -150,10 +145,10 @@ async def test_delete_with_grace_period(fake_k8s: FakeKubernetes, v1: client.Cor
     assert gone.value.status == 404
 
 
-async def test_delete_preconditions_and_status_answers(v1: client.CoreV1Api) -> None:
+async def test_delete_preconditions_and_status_answers(v1: CoreV1) -> None:
     await v1.create_namespaced_secret("default", secret_body("token", token="s3cret"))
     secret = await v1.read_namespaced_secret("token", "default")
-    assert secret.type == "Opaque" and secret.string_data is None
+    assert secret.type == "Opaque" and secret.to_dict()["string_data"] is None
     assert base64.b64decode(secret.data["token"]) == b"s3cret"
     with pytest.raises(ApiException) as mismatch:
         await v1.delete_namespaced_secret(
@@ -168,7 +163,7 @@ async def test_delete_preconditions_and_status_answers(v1: client.CoreV1Api) -> 
     assert body["details"] == {"name": "token", "kind": "secrets", "uid": secret.metadata.uid}
 
 
-async def test_not_found_and_conflict_statuses(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_not_found_and_conflict_statuses(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     status, body = await raw(v1.read_namespaced_pod("ghost", "default", _preload_content=False))
     assert status == 404
     assert body == {
@@ -196,7 +191,7 @@ async def test_not_found_and_conflict_statuses(fake_k8s: FakeKubernetes, v1: cli
         assert (await response.json())["message"] == ("the server could not find the requested resource")
 
 
-async def test_invalid_objects_get_422_with_causes(v1: client.CoreV1Api) -> None:
+async def test_invalid_objects_get_422_with_causes(v1: CoreV1) -> None:
     body = pod_body("Bad_Name", resources={"requests": {"cpu": "lots", "memory": "1 GB"}})
     body["spec"]["notAField"] = True
     with pytest.raises(ApiException) as caught:
@@ -254,9 +249,7 @@ async def test_invalid_objects_get_422_with_causes(v1: client.CoreV1Api) -> None
         ),
     ],
 )
-async def test_resource_rules(
-    v1: client.CoreV1Api, resources: dict[str, Any], field: str, fragment: str
-) -> None:
+async def test_resource_rules(v1: CoreV1, resources: dict[str, Any], field: str, fragment: str) -> None:
     with pytest.raises(ApiException) as caught:
         await v1.create_namespaced_pod("default", pod_body("nb", resources=resources))
     # Requests default to limits, so a bad limit may be reported for the request too.
@@ -265,7 +258,7 @@ async def test_resource_rules(
     assert set(causes) <= {field, field.replace("limits", "requests")}
 
 
-async def test_other_kinds_are_validated(v1: client.CoreV1Api) -> None:
+async def test_other_kinds_are_validated(v1: CoreV1) -> None:
     with pytest.raises(ApiException) as pvc:
         await v1.create_namespaced_persistent_volume_claim("default", pvc_body("home", "ten"))
     assert [c["field"] for c in status_of(pvc.value)["details"]["causes"]] == ["spec.resources[storage]"]
@@ -284,13 +277,13 @@ async def test_other_kinds_are_validated(v1: client.CoreV1Api) -> None:
 async def test_validation_can_be_switched_off(fake_k8s_factory: Any) -> None:
     fake = await fake_k8s_factory(validate=False)
     async with fake.api_client() as api:
-        pod = await client.CoreV1Api(api).create_namespaced_pod(
+        pod = await CoreV1(api).create_namespaced_pod(
             "default", pod_body("anything", resources={"requests": {"cpu": "lots"}})
         )
     assert pod.metadata.name == "anything"
 
 
-async def test_merge_patch_of_labels_and_annotations(v1: client.CoreV1Api) -> None:
+async def test_merge_patch_of_labels_and_annotations(v1: CoreV1) -> None:
     created = await v1.create_namespaced_pod("default", pod_body("p", labels={"a": "1"}))
     patched = await v1.patch_namespaced_pod(
         "p", "default", {"metadata": {"labels": {"a": None, "b": "2"}, "annotations": {"note": "x"}}}
@@ -310,7 +303,7 @@ async def test_merge_patch_of_labels_and_annotations(v1: client.CoreV1Api) -> No
     assert patched.metadata.labels == {"b": "2", "c": "3"}
 
 
-async def test_namespace_lifecycle(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_namespace_lifecycle(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespace({"metadata": {"name": "course"}})
     await v1.create_namespaced_pod("course", pod_body("nb"))
     await v1.create_namespaced_persistent_volume_claim("course", pvc_body("home"))
@@ -333,7 +326,7 @@ async def test_discovery_and_kubeconfig(fake_k8s: FakeKubernetes, tmp_path: Path
     async with client.ApiClient(configuration) as api:
         version = await client.VersionApi(api).get_code()
         assert version.major == "1" and version.git_version.endswith("einfra-fake")
-        resources = await client.CoreV1Api(api).get_api_resources()
+        resources = await CoreV1(api).get_api_resources()
         assert {"pods", "nodes", "events"} <= {r.name for r in resources.resources}
         versions = await client.CoreApi(api).get_api_versions()
         assert versions.versions == ["v1"]

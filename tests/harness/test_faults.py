@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from einfra_spawner.testing import FakeKubernetes
 
+from .core_v1 import CoreV1, status_of
 from .manifests import pod_body
 
 
-async def test_latency_applies_to_every_request(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_latency_applies_to_every_request(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.list_namespaced_pod("default")  # a warm connection
     fake_k8s.faults.latency = 0.05
     began = time.perf_counter()
@@ -24,16 +23,14 @@ async def test_latency_applies_to_every_request(fake_k8s: FakeKubernetes, v1: cl
     assert time.perf_counter() - began >= 0.05
 
 
-async def test_one_shot_faults_answer_with_status_bodies(
-    fake_k8s: FakeKubernetes, v1: client.CoreV1Api
-) -> None:
+async def test_one_shot_faults_answer_with_status_bodies(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     fake_k8s.inject_fault(503, verb="create", resource="pods", count=2)
     fake_k8s.inject_fault(429, verb="list")
     for _ in range(2):
         with pytest.raises(ApiException) as unavailable:
             await v1.create_namespaced_pod("default", pod_body("nb"))
         assert unavailable.value.status == 503
-        status = json.loads(unavailable.value.body)
+        status = status_of(unavailable.value)
         assert (status["kind"], status["reason"], status["code"]) == ("Status", "ServiceUnavailable", 503)
     assert fake_k8s.get("pods", "default", "nb") is None  # a failed write changed nothing
     await v1.create_namespaced_secret("default", {"metadata": {"name": "other-verb"}})
@@ -41,8 +38,8 @@ async def test_one_shot_faults_answer_with_status_bodies(
     with pytest.raises(ApiException) as throttled:
         await v1.list_namespaced_pod("default")
     assert throttled.value.status == 429
-    assert throttled.value.headers["Retry-After"] == "1"
-    status = json.loads(throttled.value.body)
+    assert throttled.value.headers is not None and throttled.value.headers["Retry-After"] == "1"
+    status = status_of(throttled.value)
     assert status["reason"] == "TooManyRequests"
     assert status["details"] == {"retryAfterSeconds": 1}
     assert len((await v1.list_namespaced_pod("default")).items) == 1
@@ -52,7 +49,7 @@ async def test_one_shot_faults_answer_with_status_bodies(
 async def outcomes(fake: FakeKubernetes, count: int) -> list[int]:
     statuses = []
     async with fake.api_client() as api:
-        v1 = client.CoreV1Api(api)
+        v1 = CoreV1(api)
         for _ in range(count):
             try:
                 await v1.list_namespaced_pod("default")
@@ -70,7 +67,7 @@ async def test_random_faults_are_reproducible(fake_k8s_factory: Any) -> None:
     assert {200, 429, 503} == set(first)
 
 
-async def test_request_counters_and_the_debug_routes(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_request_counters_and_the_debug_routes(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespaced_pod("default", pod_body("nb"))
     await v1.read_namespaced_pod("nb", "default")
     await v1.list_namespaced_pod("default")

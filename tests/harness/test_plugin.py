@@ -17,6 +17,8 @@ from einfra_spawner.testing._selectors import parse_field_selector, parse_label_
 from einfra_spawner.testing._status import ApiError
 from einfra_spawner.testing.pytest_plugin import KubeTarget
 
+from .core_v1 import CoreV1
+
 
 async def test_default_nodes(fake_k8s: FakeKubernetes) -> None:
     products = {
@@ -34,7 +36,7 @@ async def test_default_nodes(fake_k8s: FakeKubernetes) -> None:
 @pytest.mark.fake_k8s(namespaces=["course"], validate=False)
 async def test_the_marker_passes_options(fake_k8s: FakeKubernetes, k8s_api_client: client.ApiClient) -> None:
     assert fake_k8s.api.validator is None
-    namespaces = await client.CoreV1Api(k8s_api_client).list_namespace()
+    namespaces = await CoreV1(k8s_api_client).list_namespace()
     assert "course" in {n.metadata.name for n in namespaces.items}
 
 

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client
 
 from einfra_spawner.testing import FakeKubernetes
 
+from .core_v1 import CoreV1
 from .manifests import pod_body
 
 # A tiny web server: listens where --ip/--port say (after an optional delay) and answers
-# with what it sees of its environment.
+# with what it sees of its environment. With --ignore-term it outlives SIGTERM, noting each
+# one in the file --term-note names (if any).
 SERVER = """
 import http.server, json, os, signal, sys, time
 args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+def note_term(signum, frame):
+    if args.get("--term-note"):
+        with open(args["--term-note"], "a") as note:
+            note.write("SIGTERM\\n")
 if args.get("--ignore-term"):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, note_term)
 time.sleep(float(args.get("--delay", "0")))
 print("listening", flush=True)
 
@@ -75,7 +80,7 @@ def alive(pid: int) -> bool:
     return True
 
 
-async def test_a_pod_answers_on_its_own_address(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_a_pod_answers_on_its_own_address(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     env = [
         {"name": "GREETING", "value": "hello $(WHO)"},
         {"name": "WHO", "value": "later"},
@@ -112,7 +117,7 @@ async def test_a_pod_answers_on_its_own_address(fake_k8s: FakeKubernetes, v1: cl
         await fetch(f"http://{ip}:8888/")
 
 
-async def test_running_waits_for_the_readiness_port(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_running_waits_for_the_readiness_port(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespaced_pod(
         "default", server_pod("slow", "--delay=0.3", readinessProbe={"tcpSocket": {"port": 8888}})
     )
@@ -121,7 +126,7 @@ async def test_running_waits_for_the_readiness_port(fake_k8s: FakeKubernetes, v1
     assert (await fetch(f"http://{pod['status']['podIP']}:8888/"))["argv"]
 
 
-async def test_exit_codes_end_the_pod(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_exit_codes_end_the_pod(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     for name, code in (("fails", 3), ("succeeds", 0)):
         await v1.create_namespaced_pod(
             "default",
@@ -141,23 +146,30 @@ async def test_exit_codes_end_the_pod(fake_k8s: FakeKubernetes, v1: client.CoreV
     assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
 
 
-async def test_sigkill_after_the_grace_period(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_sigkill_after_the_grace_period(fake_k8s: FakeKubernetes, v1: CoreV1, tmp_path: Path) -> None:
+    note = tmp_path / "term-note"
     await v1.create_namespaced_pod(
-        "default", server_pod("stubborn", "--ignore-term=1", readinessProbe={"tcpSocket": {"port": 8888}})
+        "default",
+        server_pod(
+            "stubborn", "--ignore-term=1", f"--term-note={note}", readinessProbe={"tcpSocket": {"port": 8888}}
+        ),
     )
-    await fake_k8s.wait_for_pod_phase("default", "stubborn", "Running")
-    pid = pid_of(fake_k8s, "stubborn")
-    began = asyncio.get_running_loop().time()
+    pod = await fake_k8s.wait_for_pod_phase("default", "stubborn", "Running")
+    assert fake_k8s.kubelet.processes is not None
+    running = fake_k8s.kubelet.processes.get(pod["metadata"]["uid"])
+    assert running is not None
     await v1.delete_namespaced_pod("stubborn", "default", grace_period_seconds=20)
     await fake_k8s.wait_for(lambda: fake_k8s.get("pods", "default", "stubborn") is None, 3)
-    assert asyncio.get_running_loop().time() - began >= 0.2  # 20 s at time factor 0.01
-    assert not alive(pid)
+    # SIGTERM first, which the server outlived (it noted it), then SIGKILL, which ended it.
+    assert note.read_text() == "SIGTERM\n"
+    assert running.process.returncode == -signal.SIGKILL
+    assert not alive(running.process.pid)
 
 
 async def test_closing_the_harness_kills_every_process(fake_k8s_factory: Any) -> None:
     fake: FakeKubernetes = await fake_k8s_factory(process_mode=True)
     async with fake.api_client() as api:
-        v1 = client.CoreV1Api(api)
+        v1 = CoreV1(api)
         await v1.create_namespaced_pod(
             "default", server_pod("left", "--ignore-term=1", readinessProbe={"tcpSocket": {"port": 8888}})
         )
@@ -174,7 +186,7 @@ async def test_closing_the_harness_kills_every_process(fake_k8s_factory: Any) ->
 async def test_wait_for_port_uses_the_first_container_port(fake_k8s_factory: Any) -> None:
     fake: FakeKubernetes = await fake_k8s_factory(process_mode=True, wait_for_port=True)
     async with fake.api_client() as api:
-        await client.CoreV1Api(api).create_namespaced_pod(
+        await CoreV1(api).create_namespaced_pod(
             "default", server_pod("ported", "--delay=0.2", ports=[{"containerPort": 8888}])
         )
         pod = await fake.wait_for_pod_phase("default", "ported", "Running")

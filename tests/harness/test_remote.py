@@ -13,6 +13,7 @@ from kubernetes_asyncio import client, config, watch
 from einfra_spawner.testing import FakeKubernetesProcess, FakeNode, default_nodes, dump_nodes
 from einfra_spawner.testing import load_nodes as load_nodes_file
 
+from .core_v1 import CoreV1
 from .manifests import gpu_pod
 
 
@@ -37,7 +38,7 @@ async def test_a_separate_process_serves_and_stops(tmp_path: Path) -> None:
         )
         assert configuration.host == server.url
         async with client.ApiClient(configuration) as api:
-            v1 = client.CoreV1Api(api)
+            v1 = CoreV1(api)
             assert [n.metadata.name for n in (await v1.list_node()).items] == ["cpu-1", "gpu-1"]
             await v1.create_namespaced_pod("default", gpu_pod("nb", "NVIDIA-A40"))
             async with watch.Watch() as stream:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client
 
 from einfra_spawner.testing import FakeKubernetes, FakeNode
 
+from .core_v1 import CoreV1
 from .manifests import gpu_pod, pod_body, pvc_body, secret_body
 
 A40 = {"nvidia.com/gpu.product": "NVIDIA-A40"}
@@ -25,10 +25,11 @@ def condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
 def waiting_reason(fake: FakeKubernetes, name: str) -> str | None:
     pod = fake.get("pods", "default", name) or {}
     statuses = pod.get("status", {}).get("containerStatuses") or [{}]
-    return statuses[0].get("state", {}).get("waiting", {}).get("reason")
+    reason: str | None = statuses[0].get("state", {}).get("waiting", {}).get("reason")
+    return reason
 
 
-async def test_gpu_pods_land_on_nodes_with_that_gpu(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_gpu_pods_land_on_nodes_with_that_gpu(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespaced_pod("default", gpu_pod("a100", "NVIDIA-A100-80GB-PCIe"))
     await v1.create_namespaced_pod("default", gpu_pod("h100", "NVIDIA-H100-PCIe", 2))
     await v1.create_namespaced_pod("default", gpu_pod("mig", "", 1, "nvidia.com/mig-1g.10gb"))
@@ -55,7 +56,7 @@ async def test_unschedulable_until_a_gpu_frees_up(fake_k8s_factory: Any) -> None
         ]
     )
     async with fake.api_client() as api:
-        v1 = client.CoreV1Api(api)
+        v1 = CoreV1(api)
         await v1.create_namespaced_pod("default", gpu_pod("first", "NVIDIA-A40"))
         await fake.wait_for_pod_phase("default", "first", "Running")
         await v1.create_namespaced_pod("default", gpu_pod("second", "NVIDIA-A40"))
@@ -84,7 +85,7 @@ async def test_taints_need_tolerations(fake_k8s_factory: Any) -> None:
         nodes=[FakeNode("gpu-1", gpus={"nvidia.com/gpu": 1}, labels=A40, taints=[taint])]
     )
     async with fake.api_client() as api:
-        v1 = client.CoreV1Api(api)
+        v1 = CoreV1(api)
         await v1.create_namespaced_pod("default", gpu_pod("intolerant", "NVIDIA-A40"))
         await fake.wait_for(lambda: "FailedScheduling" in reasons(fake, "intolerant"))
         assert fake.events_for("intolerant")[-1]["message"].startswith(
@@ -100,7 +101,7 @@ async def test_taints_need_tolerations(fake_k8s_factory: Any) -> None:
 
 
 @pytest.mark.fake_k8s(image_pull_failures=["cerit.io/no/such:1"])
-async def test_image_pull_failure(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_image_pull_failure(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespaced_pod("default", pod_body("bad", image="cerit.io/no/such:1"))
     await fake_k8s.wait_for(lambda: waiting_reason(fake_k8s, "bad") == "ErrImagePull")
     await fake_k8s.wait_for(lambda: waiting_reason(fake_k8s, "bad") == "ImagePullBackOff")
@@ -117,7 +118,7 @@ async def test_image_pull_failure(fake_k8s: FakeKubernetes, v1: client.CoreV1Api
 
 
 @pytest.mark.fake_k8s(crashing_images=["cerit.io/crashes:1"])
-async def test_crash_on_start(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_crash_on_start(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespaced_pod(
         "default", pod_body("once", image="cerit.io/crashes:1", restartPolicy="Never")
     )
@@ -126,15 +127,15 @@ async def test_crash_on_start(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) ->
     assert (terminated["exitCode"], terminated["reason"]) == (1, "Error")
     await v1.create_namespaced_pod("default", pod_body("loop", image="cerit.io/crashes:1"))
     await fake_k8s.wait_for(lambda: waiting_reason(fake_k8s, "loop") == "CrashLoopBackOff")
-    pod = fake_k8s.get("pods", "default", "loop")
-    assert pod is not None and pod["status"]["phase"] == "Running"
-    status = pod["status"]["containerStatuses"][0]
+    looping = fake_k8s.get("pods", "default", "loop")
+    assert looping is not None and looping["status"]["phase"] == "Running"
+    status = looping["status"]["containerStatuses"][0]
     assert status["restartCount"] >= 1 and not status["ready"]
     assert status["lastState"]["terminated"]["exitCode"] == 1
     assert "BackOff" in reasons(fake_k8s, "loop")
 
 
-async def test_pvc_binding_and_protection(fake_k8s: FakeKubernetes, v1: client.CoreV1Api) -> None:
+async def test_pvc_binding_and_protection(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespaced_persistent_volume_claim("default", pvc_body("home", "10Gi"))
     await fake_k8s.wait_for(
         lambda: (
@@ -165,9 +166,7 @@ async def test_pvc_binding_and_protection(fake_k8s: FakeKubernetes, v1: client.C
     await fake_k8s.wait_for(lambda: fake_k8s.get("persistentvolumeclaims", "default", "home") is None, 3)
 
 
-async def test_missing_pvc_and_secret_keep_the_pod_waiting(
-    fake_k8s: FakeKubernetes, v1: client.CoreV1Api
-) -> None:
+async def test_missing_pvc_and_secret_keep_the_pod_waiting(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     body = pod_body(
         "needs-home",
         volumeMounts=[{"name": "home", "mountPath": "/home"}],
@@ -201,9 +200,7 @@ async def test_missing_pvc_and_secret_keep_the_pod_waiting(
     await fake_k8s.wait_for_pod_phase("default", "needs-key", "Running")
 
 
-async def test_a_pod_bound_by_its_creator_skips_the_scheduler(
-    fake_k8s: FakeKubernetes, v1: client.CoreV1Api
-) -> None:
+async def test_a_pod_bound_by_its_creator_skips_the_scheduler(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_namespaced_pod("default", pod_body("pinned", nodeName="cpu-2"))
     pod = await fake_k8s.wait_for_pod_phase("default", "pinned", "Running")
     assert pod["spec"]["nodeName"] == "cpu-2"
@@ -218,7 +215,7 @@ async def test_a_pod_bound_by_its_creator_skips_the_scheduler(
 async def test_nodes_can_be_added_while_running(fake_k8s_factory: Any) -> None:
     fake: FakeKubernetes = await fake_k8s_factory(nodes=[FakeNode("cpu-1", cpu="1")])
     async with fake.api_client() as api:
-        v1 = client.CoreV1Api(api)
+        v1 = CoreV1(api)
         await v1.create_namespaced_pod(
             "default", pod_body("big", resources={"requests": {"cpu": "8", "memory": "1Gi"}})
         )

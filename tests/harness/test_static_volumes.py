@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes_asyncio import client
-
 from einfra_spawner.testing import FakeKubernetes
 
+from .core_v1 import CoreV1
 from .manifests import pvc_body
 
 
@@ -37,7 +36,7 @@ def phase(fake: FakeKubernetes, resource: str, namespace: str, name: str) -> str
 
 
 async def test_a_claim_waits_for_its_volume_then_binds_to_it_alone(
-    fake_k8s: FakeKubernetes, v1: client.CoreV1Api
+    fake_k8s: FakeKubernetes, v1: CoreV1
 ) -> None:
     await v1.create_namespaced_persistent_volume_claim("default", static_claim("data", "pv-data"))
     await v1.create_namespaced_persistent_volume_claim("default", pvc_body("dynamic", "1Gi"))
@@ -58,9 +57,7 @@ async def test_a_claim_waits_for_its_volume_then_binds_to_it_alone(
     await fake_k8s.wait_for(lambda: phase(fake_k8s, "persistentvolumes", "", "pv-data") == "Released")
 
 
-async def test_a_volume_reserved_for_another_claim_is_not_taken(
-    fake_k8s: FakeKubernetes, v1: client.CoreV1Api
-) -> None:
+async def test_a_volume_reserved_for_another_claim_is_not_taken(fake_k8s: FakeKubernetes, v1: CoreV1) -> None:
     await v1.create_persistent_volume(volume("pv-other", claim="other"))
     await v1.create_namespaced_persistent_volume_claim("default", static_claim("thief", "pv-other"))
     await v1.create_namespaced_persistent_volume_claim("default", pvc_body("marker", "1Gi"))

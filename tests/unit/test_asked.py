@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import jupyterhub
 import pytest
@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
 
-from einfra_spawner import spawner as spawner_module
 from einfra_spawner.asked import as_stored, asks_for_reset, options_in_body, query_options
 from einfra_spawner.form import field_name, request_from_query
 from einfra_spawner.options import UserContext
 from einfra_spawner.profiles import load_profiles
+from einfra_spawner.refusals import refusal
 from einfra_spawner.spawner import EInfraSpawner
 
 HUB = load_profiles(Path(__file__).resolve().parents[2] / "profiles" / "hub")
@@ -71,7 +71,8 @@ def post(body: bytes = b"", form: Mapping[str, list[str]] | None = None) -> Simp
 def spawner_request(query: Mapping[str, Sequence[str]]) -> dict[str, object]:
     """What ``EInfraSpawner.options_from_query`` (its own code) makes of ``query`` as this
     JupyterHub passes it (resolution left out: the resolver's tests cover it)."""
-    resolving = SimpleNamespace(resolve=lambda request: None)
+    # A stand-in for the spawner: options_from_query reads nothing of it but ``resolve``.
+    resolving = cast(EInfraSpawner, SimpleNamespace(resolve=lambda request: None))
     request: dict[str, object] = EInfraSpawner.options_from_query(resolving, passed_by_jupyterhub(query))
     return request
 
@@ -211,7 +212,7 @@ def written_by_the_api(error: web.HTTPError) -> str:
 @pytest.mark.parametrize("status", [400, 403, 503])
 def test_a_refusal_shows_its_message_alone(status: int) -> None:
     message = "cpu: '64%' is not allowed; allowed: 1, 2, 4, 8, 16, 32"
-    error: Any = spawner_module._refusal(message, reason="options", status=status)
+    error: Any = refusal(message, reason="options", status=status)
     assert isinstance(error, web.HTTPError)
     assert error.status_code == status
     assert shown_on_the_form(error) == message

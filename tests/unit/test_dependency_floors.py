@@ -33,7 +33,7 @@ def declared() -> dict[str, Requirement]:
 
 
 def pinned() -> dict[str, Version]:
-    pins = {}
+    pins: dict[str, Version] = {}
     for raw in (REPOSITORY / "constraints" / "floors.txt").read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if line:

@@ -88,7 +88,8 @@ def problems(**kw: Any) -> list[str]:
 
 
 def container(pod: dict[str, Any]) -> dict[str, Any]:
-    (found,) = [c for c in pod["spec"]["containers"] if c["name"] == "notebook"]
+    notebooks: list[dict[str, Any]] = [c for c in pod["spec"]["containers"] if c["name"] == "notebook"]
+    (found,) = notebooks
     return found
 
 
@@ -408,7 +409,7 @@ def test_the_more_specific_level_wins() -> None:
 
 
 def test_gpu_type_settings_apply_only_with_that_gpu() -> None:
-    kw = {"gpu_pod": {"priority_class_name": "gpu-jobs", "labels": {"gpu": "yes"}}}
+    kw: dict[str, Any] = {"gpu_pod": {"priority_class_name": "gpu-jobs", "labels": {"gpu": "yes"}}}
     without = pod_of(**kw).pod
     with_gpu = pod_of(request={"gpu": "a40"}, **kw).pod
     assert "priorityClassName" not in without["spec"] and "gpu" not in without["metadata"]["labels"]

@@ -158,7 +158,9 @@ times = st.floats(min_value=STARTED - 3600, max_value=NOW)
 @st.composite
 def snapshots(draw: st.DrawFn) -> Snapshot:
     keys = draw(st.lists(st.tuples(users, servers), unique=True, max_size=6))
-    backend, hub_servers, intervals = [], [], []
+    backend: list[ServerRecord] = []
+    hub_servers: list[HubServer] = []
+    intervals: list[Interval] = []
     for user, server in keys:
         if draw(st.booleans()):
             backend.append(record(user, server, created=draw(times), running=draw(st.booleans())))

@@ -25,7 +25,7 @@ from einfra_spawner import (
 )
 from einfra_spawner.models import NO_GPU, CpuOption, MemoryOption, Profile
 from einfra_spawner.names import is_dns1123_label, is_label_value
-from einfra_spawner.pod_security import pod_security_violations
+from einfra_spawner.pod_security import Level, pod_security_violations
 from einfra_spawner.quantities import format_cpu, format_memory, parse_quantity
 
 from .strategies import INSTANCES, KNOWN_GROUPS, hub_names, instance, requests, users
@@ -44,7 +44,7 @@ def _validate_cached(text: str) -> None:
     kubernetes_validate.validate(json.loads(text), K8S_VERSION, strict=True)
 
 
-def assert_valid(manifest: dict[str, Any], level: str = "restricted") -> None:
+def assert_valid(manifest: dict[str, Any], level: Level = "restricted") -> None:
     """The Kubernetes schema (strict), plus what it does not check: names and quantities."""
     _validate_cached(json.dumps(manifest, sort_keys=True))
     metadata = manifest["metadata"]

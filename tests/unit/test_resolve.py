@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from einfra_spawner import OptionsError, ProfileSet, ResolvedOptions, UserContext, resolve_options
 from einfra_spawner.models import NO_GPU
-from einfra_spawner.resolve import CUSTOM_IMAGE, granted
+from einfra_spawner.options import CUSTOM_IMAGE
+from einfra_spawner.resolve import granted
 
 from .strategies import INSTANCES, KNOWN_GROUPS, SAME_IMAGE, gated_instance, instance, junk, requests, users
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
 
@@ -90,7 +91,7 @@ def test_the_gpu_price_is_that_of_the_intervals_type() -> None:
 
 def test_totals_by_user_and_the_forms_sentence() -> None:
     ada = run(T0, T0 + HOUR, gpus=1)
-    ben = Interval(**{**_fields(run(T0, T0 + 2 * HOUR)), "user": "ben"})
+    ben = replace(run(T0, T0 + 2 * HOUR), user="ben")
     totals = cost_by_user([ada, ben], 0, T0 * 2)
     assert list(totals) == [("ada", "CZK"), ("ben", "CZK")]
     assert money(totals["ben", "CZK"].total) == Decimal("2.04")
@@ -102,12 +103,8 @@ def test_totals_by_user_and_the_forms_sentence() -> None:
     )
 
 
-def _fields(interval: Interval) -> dict[str, object]:
-    return {name: getattr(interval, name) for name in Interval.__slots__}  # type: ignore[attr-defined]
-
-
 def test_costs_in_different_currencies_are_never_added() -> None:
-    euros = Interval(**{**_fields(run(T0, T0 + HOUR)), "rates": Rates(currency="EUR", cpu_hour=Decimal(1))})
+    euros = replace(run(T0, T0 + HOUR), rates=Rates(currency="EUR", cpu_hour=Decimal(1)))
     totals = usage_cost([run(T0, T0 + HOUR), euros], 0, T0 * 2)
     assert sorted(totals) == ["CZK", "EUR"] and totals["EUR"].cpu == 2
     try:
@@ -164,9 +161,9 @@ def test_cost_is_never_negative(interval: Interval, a: float, b: float) -> None:
 
 @given(intervals(), times, times)
 def test_a_price_of_zero_costs_nothing(interval: Interval, a: float, b: float) -> None:
-    free = Interval(**{**_fields(interval), "rates": Rates(currency="CZK")})
+    free = replace(interval, rates=Rates(currency="CZK"))
     assert interval_cost(free, min(a, b), max(a, b)).total == 0
-    no_gpu_price = Interval(**{**_fields(interval), "rates": Rates(currency="CZK", cpu_hour=Decimal(1))})
+    no_gpu_price = replace(interval, rates=Rates(currency="CZK", cpu_hour=Decimal(1)))
     assert interval_cost(no_gpu_price, min(a, b), max(a, b)).gpu == 0
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -100,12 +99,11 @@ async def test_a_command_that_exits_fails_fast_with_its_output(harness: Harness)
         "sys.exit(3)\n"
     )
     request = harness.request(cmd=(sys.executable, "-c", script))
-    began = time.monotonic()
     with pytest.raises(BackendError) as failure:
         await backend.start(request)
-    assert time.monotonic() - began < 10
     message = str(failure.value)
-    assert "exit status 3" in message
+    # Ended by the exit (the wait wakes on it), not by the HTTP timeout, whose headline differs.
+    assert message.startswith("JupyterLab stopped while starting (exit status 3). Its last messages were:")
     assert "ModuleNotFoundError: No module named jupyterlab" in message
     assert marked_processes(harness.markers[-1]) == []
     assert await backend.poll(request.identity, {}) == 0

@@ -24,6 +24,7 @@ from einfra_spawner_local import LocalBackend
 from einfra_spawner_local._recordfiles import LaunchRecord, RecordFiles
 from einfra_spawner_local._records import ServerRef
 
+from ..inventories import inventory_of
 from .harness import (
     REPO,
     Harness,
@@ -93,7 +94,7 @@ async def orphan(
             hub.kill()
         await hub.wait()
     # Killed while starting (it never printed that the start returned), and its server lives on.
-    assert hub.returncode == -signal.SIGKILL
+    assert await hub.wait() == -signal.SIGKILL
     assert "the start returned" not in (harness.root / f"hub-{pod}.log").read_text()
     assert alive(pid)
     return pid
@@ -137,7 +138,7 @@ async def test_a_hub_killed_mid_start_leaves_a_server_the_next_hub_finds_and_rep
 
     # The restarted hub: JupyterHub saved no state for the server, this object never saw it.
     reconciling = harness.backend()
-    found = await reconciling.inventory("hub")
+    found = await inventory_of(reconciling, "hub")
     assert [(r.server_label, r.user_label, r.running, r.description) for r in found] == [
         (names.server_label, names.user_label, True, f"process {old}")
     ]
@@ -153,14 +154,14 @@ async def test_a_hub_killed_mid_start_leaves_a_server_the_next_hub_finds_and_rep
     assert marked_processes(f"{names.pod}:") == [started.state["pid"]]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(old) in message for message in warnings), warnings
-    [current] = await after.inventory("hub")
+    [current] = await inventory_of(after, "hub")
     assert current.running and current.description == f"process {started.state['pid']}"
 
 
 async def test_remove_ends_an_orphan(harness: Harness) -> None:
     old = await orphan(harness, server="lab")
     after = harness.backend()
-    [record] = await after.inventory("hub")
+    [record] = await inventory_of(after, "hub")
     assert record.server_label == ServerNames("ana", "lab").server_label
 
     await after.remove(record)
@@ -177,7 +178,7 @@ async def test_an_orphan_found_in_the_records_holds_its_gpus(harness: Harness) -
         harness, request={"gpu": "a40", "gpu_count": 1}, groups=GPU_USER, gpu_inventory=inventory
     )
     after = harness.backend(gpu_inventory=inventory)
-    [record] = await after.inventory("hub")
+    [record] = await inventory_of(after, "hub")
     types = profiles().instance.gpu_types
     assert (await after.gpu_capacity(types))["a40"] == GpuCapacity("a40", 0, 1)
     bob = harness.request(user="bob", resolved=_gpu_options("bob"))
@@ -195,7 +196,7 @@ async def test_restarting_the_orphaned_server_takes_over_its_gpus(harness: Harne
         harness, request={"gpu": "a40", "gpu_count": 1}, groups=GPU_USER, gpu_inventory=inventory
     )
     after = harness.backend(gpu_inventory=inventory)
-    assert len(await after.inventory("hub")) == 1
+    assert len(await inventory_of(after, "hub")) == 1
     # The same server: its own earlier process does not count against it, and is ended.
     started = await harness.start(after, harness.request(resolved=_gpu_options("ana")))
     assert not alive(old)
@@ -228,7 +229,7 @@ async def test_the_record_is_written_before_the_server_answers(harness: Harness)
         assert (record["user_label"], record["server_label"]) == (names.user_label, names.server_label)
         assert record["boot_id"] and record["port"] > 0 and record["created"] <= time.time()
         # A start in progress is reported (the reconciler's grace period covers it).
-        [found] = await backend.inventory("hub")
+        [found] = await inventory_of(backend, "hub")
         assert found.running and found.description == f"process {record['pid']}"
     finally:
         await backend.stop(request.identity, {})
@@ -282,8 +283,10 @@ async def test_inventory_reports_only_the_instance_asked_for(harness: Harness) -
     hub = await harness.start(backend, harness.request(user="ana"))
     course_options = options(instance="course", user="bob")
     course = await harness.start(backend, harness.request(user="bob", resolved=course_options))
-    assert [r.description for r in await backend.inventory("hub")] == [f"process {hub.state['pid']}"]
-    assert [r.description for r in await backend.inventory("course")] == [f"process {course.state['pid']}"]
+    assert [r.description for r in await inventory_of(backend, "hub")] == [f"process {hub.state['pid']}"]
+    assert [r.description for r in await inventory_of(backend, "course")] == [
+        f"process {course.state['pid']}"
+    ]
     assert await backend.inventory("ai") == []
     # Another hub's records are neither reported nor removed.
     assert len(listing(records(harness)) or []) == 2
@@ -298,7 +301,7 @@ async def test_leftover_kernels_of_a_dead_server_are_reported_and_removed(harnes
     assert await wait_until(lambda: not alive(started.state["pid"]))
 
     after = harness.backend()
-    [record] = await after.inventory("hub")
+    [record] = await inventory_of(after, "hub")
     assert not record.running
     await after.remove(record)
     assert not any(alive(pid) for pid in spawned["pids"])
@@ -329,7 +332,7 @@ async def test_stale_and_forged_records_are_dropped_and_nothing_is_signalled(har
     try:
         assert await wait_until(caught.exists)
         me = os.getpid()
-        stale = {
+        stale: dict[str, dict[str, Any]] = {
             # Our own pid, reused: the record's start time is not ours.
             "bob": {"pid": me, "start_time": start_time_of(me) + 1},
             # A live process with its true start time, but without the server's marker: forged.
