@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client, config
 
-from ._api import KubeApi, RetryPolicy, tls_context
+from ._api import KubeApi
 from ._informer import Informer, slim_event, slim_pod
+from ._retry import RetryPolicy
+from ._transport import tls_context
 
 if TYPE_CHECKING:
     from .backend import KubernetesBackend

@@ -18,7 +18,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ._api import ApiError, Gone, KubeApi, api_error
+from ._api import KubeApi
+from ._api_errors import ApiError, Gone, api_error
 
 __all__ = ["Informer", "Listener", "slim_event", "slim_pod"]
 
@@ -254,8 +255,8 @@ class Informer:
         self.synced.set()
 
     def _apply(self, event: dict[str, Any]) -> None:
-        """Apply one watch event. An ERROR event raises its :class:`~._api.ApiError`:
-        :class:`~._api.Gone` (410) when the resourceVersion has expired and the watch must list
+        """Apply one watch event. An ERROR event raises its :class:`~._api_errors.ApiError`:
+        :class:`~._api_errors.Gone` (410) when the resourceVersion has expired and the watch must list
         again."""
         kind = event.get("type")
         obj = event.get("object") or {}

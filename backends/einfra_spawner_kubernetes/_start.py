@@ -24,7 +24,8 @@ from einfra_spawner.progress import StartProgress
 from einfra_spawner.render import LABEL_SERVER, LABEL_SPEC_HASH
 from einfra_spawner.resolve import ResolvedGpu, ResolvedOptions
 
-from ._api import ApiError, Conflict, KubeApi, MaybeCreated
+from ._api import KubeApi
+from ._api_errors import ApiError, Conflict, MaybeCreated
 from ._cluster import Cluster
 from ._explain import (
     failure_from_event,

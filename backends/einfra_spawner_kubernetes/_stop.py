@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from ._api import ApiError, KubeApi, NotFound
+from ._api import KubeApi
+from ._api_errors import ApiError, NotFound
 from ._cluster import Cluster
 from ._informer import Informer
 from ._pace import Gate
@@ -54,7 +55,7 @@ class PodRemoval:
     async def delete(self, pods: Informer, namespace: str, name: str) -> None:
         """Delete a pod (with ``delete_grace_seconds``; fine if it is gone already) and wait up
         to ``stop_timeout`` until it is gone. The delete request takes a turn at the submission
-        gate. Raises :class:`~._api.ApiError` when the API refuses, and :class:`TimeoutError`
+        gate. Raises :class:`~._api_errors.ApiError` when the API refuses, and :class:`TimeoutError`
         when the pod is still there at the end."""
         api = await self._cluster.api()
         settings = self._settings

@@ -41,7 +41,8 @@ from einfra_spawner import BackendError, ServerNames
 from einfra_spawner.render import LABEL_SERVER, LABEL_USER, UserVolume
 from einfra_spawner.storage import LABEL_HOME_GENERATION, LABEL_KEEP_UNTIL, LABEL_REMOVE, LABEL_RESET_AT
 
-from ._api import Conflict, Forbidden, KubeApi, NotFound
+from ._api import KubeApi
+from ._api_errors import Conflict, Forbidden, NotFound
 from ._informer import Informer
 from ._inventory import INSTANCE, MANAGED_BY
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,8 @@ from einfra_spawner.names import dns_label, is_dns1123_label
 from einfra_spawner.progress import StartProgress
 from einfra_spawner.resolve import ResolvedGpu
 
-from ._api import ApiError, NotFound
-from ._capacity import gpu_capacity
+from ._api_errors import ApiError, NotFound
+from ._capacity_reader import CapacityReader
 from ._cluster import Cluster
 from ._explain import exit_status
 from ._inventory import records_from_pods
@@ -226,7 +225,7 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
         self._starter = Starter(self, self._cluster, self._gate, self._removal)
         #: The starts in progress, by ``namespace/pod``, for progress().
         self._progress: dict[str, StartProgress] = {}
-        self._capacity: tuple[float, dict[str, GpuCapacity]] | None = None
+        self._capacity = CapacityReader(self, self._cluster)
 
     async def warm_up(self) -> None:
         """Connect and start the shared watches of pods, events and claims (homes and per-server
@@ -380,36 +379,14 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
             removed.append(f"home {namespace}/{name} kept after a reset")
         return removed
 
-    # --- capacity ---------------------------------------------------------------------------------
+    # --- capacity (see _capacity_reader) -----------------------------------------------------------
 
     async def gpu_capacity(self, gpu_types: Mapping[str, GpuType]) -> dict[str, GpuCapacity]:
-        if not gpu_types:
-            return {}
-        now = time.monotonic()
-        if self._capacity is not None and now - self._capacity[0] < self.capacity_cache_seconds:
-            cached = self._capacity[1]
-            if set(cached) >= set(gpu_types):
-                return {k: cached[k] for k in gpu_types}
-        nodes = await self._cluster.informer("nodes", None)
-        if self.capacity_all_namespaces:
-            pod_informer = await self._cluster.informer("pods", None, managed_only=False)
-        else:
-            pod_informer = await self._cluster.informer("pods", self._cluster.scope())
-        figures = gpu_capacity(gpu_types, nodes.cache.values(), pod_informer.cache.values())
-        self._capacity = (now, figures)
-        return figures
+        return await self._capacity.figures(gpu_types)
 
     async def capacity_of(self, gpu: ResolvedGpu) -> GpuCapacity | None:
         """The capacity of one granted GPU type, for a failure message (``None`` if unreadable)."""
-        gpu_type = GpuType(
-            display_name=gpu.display_name, resource=gpu.resource, node_selector=dict(gpu.node_selector)
-        )
-        try:
-            nodes = await asyncio.wait_for(self._cluster.informer("nodes", None), 2.0)
-            pods = await self._cluster.informer("pods", self._cluster.scope())
-        except Exception:  # capacity only improves a message; never fail a failure on it
-            return None
-        return gpu_capacity({gpu.id: gpu_type}, nodes.cache.values(), pods.cache.values())[gpu.id]
+        return await self._capacity.of(gpu)
 
     async def close(self) -> None:
         """Cancel the removals of cancelled starts' pods (what is left is the reconciler's), stop

@@ -104,6 +104,18 @@ PLANTED = (
         "Private modules are imported only from within their package",
         "einfra_spawner_kubernetes._explain -> einfra_spawner_local._procfs",
     ),
+    (
+        "einfra_spawner_kubernetes/_api_errors.py",
+        "from . import _api",
+        "The Kubernetes API layer: operations over requests and retries over errors",
+        "einfra_spawner_kubernetes._api_errors -> einfra_spawner_kubernetes._api",
+    ),
+    (
+        "einfra_spawner_kubernetes/_api_errors.py",
+        "import aiohttp",
+        "The Kubernetes API errors import no I/O framework",
+        "einfra_spawner_kubernetes._api_errors -> aiohttp",
+    ),
 )
 
 

@@ -36,6 +36,13 @@ def nodes(a40: int = 2) -> list[FakeNode]:
 MakeRequest = Callable[..., StartRequest]
 
 
+def existing(k8s: FakeKubernetes, resource: str, namespace: str, name: str) -> dict[str, Any]:
+    """The object the test expects the harness to hold (a failed assert names it otherwise)."""
+    found = k8s.get(resource, namespace, name)
+    assert found is not None, f"no {resource} {namespace}/{name}"
+    return found
+
+
 @pytest.fixture
 def make_request() -> MakeRequest:
     """A StartRequest for ``user``'s ``server`` asking for ``request`` on the reference hub."""

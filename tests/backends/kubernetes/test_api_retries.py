@@ -26,18 +26,20 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from einfra_spawner.testing import FakeKubernetes
-from einfra_spawner_kubernetes._api import (
+from einfra_spawner_kubernetes._api import KubeApi
+from einfra_spawner_kubernetes._api_errors import (
     ApiError,
     Conflict,
     Gone,
-    KubeApi,
     MaybeCreated,
     NoResponse,
     NotFound,
-    RetryPolicy,
     TooManyRequests,
     api_error,
 )
+from einfra_spawner_kubernetes._retry import RetryPolicy
+
+from .conftest import existing
 
 LOG = "test.api-retries"
 PODS = "/api/v1/namespaces/default/pods"
@@ -173,7 +175,7 @@ async def test_an_outage_longer_than_the_old_retries_is_outlasted_within_the_dea
         created = await api.create("pods", "default", pod("outlasts"), deadline=time.monotonic() + 10)
         sent = api.counts[("create", "pods")]
     assert ended.is_set()  # only the end of the outage let the create through
-    assert created["metadata"]["uid"] == cluster.get("pods", "default", "outlasts")["metadata"]["uid"]
+    assert created["metadata"]["uid"] == existing(cluster, "pods", "default", "outlasts")["metadata"]["uid"]
     # Every attempt reached the server; all but the last were refused by the outage.
     assert cluster.request_count("create", "pods") == sent
     assert cluster.faults.injected_count == sent - 1 >= 1
@@ -264,7 +266,7 @@ async def test_a_create_whose_answer_is_lost_returns_the_object_it_made(
     async with kube_api(relay.url, policy) as api:
         created = await api.create("pods", "default", pod("once"), deadline=time.monotonic() + 10)
     assert relay.lost == 1
-    assert created["metadata"]["uid"] == cluster.get("pods", "default", "once")["metadata"]["uid"]
+    assert created["metadata"]["uid"] == existing(cluster, "pods", "default", "once")["metadata"]["uid"]
     # Looked up once, found, and never sent again.
     assert cluster.request_count("create", "pods") == 1
     assert cluster.request_count("get", "pods") == 1
@@ -298,7 +300,7 @@ async def test_a_lost_create_that_meets_another_object_of_its_name_ends_in_confl
     # Looked up, found with other labels (not ours), sent again, refused.
     assert cluster.request_count("get", "pods") == 1
     assert cluster.request_count("create", "pods") == 2
-    assert cluster.get("pods", "default", "taken")["metadata"]["labels"]["owner"] == "someone-else"
+    assert existing(cluster, "pods", "default", "taken")["metadata"]["labels"]["owner"] == "someone-else"
 
 
 # --- typed errors ------------------------------------------------------------------------------------

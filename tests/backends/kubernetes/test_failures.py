@@ -13,8 +13,10 @@ from einfra_spawner import BackendError
 from einfra_spawner.backend import ProgressEvent, StartRequest
 from einfra_spawner.testing import FakeKubernetes
 from einfra_spawner_kubernetes import KubernetesBackend
-from einfra_spawner_kubernetes._api import ApiError, KubeApi, MaybeCreated
+from einfra_spawner_kubernetes._api import KubeApi
+from einfra_spawner_kubernetes._api_errors import ApiError, MaybeCreated
 
+from ..inventories import inventory_of
 from .conftest import BackendFactory, MakeRequest
 from .test_backend import pods
 
@@ -67,7 +69,7 @@ async def test_a_stop_during_a_long_outage_fails_and_the_pod_stays_for_the_recon
             await backend.stop(request.identity, started.state)
     finally:
         cluster.faults.error_rate = 0.0
-    (left,) = await backend.inventory("hub")  # still there, still ours: the reconciler's to remove
+    (left,) = await inventory_of(backend, "hub")  # still there, still ours: the reconciler's to remove
     assert left.ref["uid"] == started.state["uid"]
     await backend.remove(left)
     assert pods(cluster) == []

@@ -9,7 +9,8 @@ from typing import Any, cast
 
 import pytest
 
-from einfra_spawner_kubernetes._api import ApiError, Gone, KubeApi, api_error
+from einfra_spawner_kubernetes._api import KubeApi
+from einfra_spawner_kubernetes._api_errors import ApiError, Gone, api_error
 from einfra_spawner_kubernetes._informer import Informer
 
 EXPIRED = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old resource version: 1 (9)"}

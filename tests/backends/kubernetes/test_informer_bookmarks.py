@@ -15,8 +15,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from einfra_spawner.testing import FakeKubernetes
-from einfra_spawner_kubernetes._api import KubeApi, RetryPolicy
+from einfra_spawner_kubernetes._api import KubeApi
 from einfra_spawner_kubernetes._informer import Informer
+from einfra_spawner_kubernetes._retry import RetryPolicy
 
 LOG = logging.getLogger("test_informer_bookmarks")
 

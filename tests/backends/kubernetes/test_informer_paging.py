@@ -12,8 +12,10 @@ from typing import Any, cast
 from kubernetes_asyncio import client
 
 from einfra_spawner.testing import FakeKubernetes
-from einfra_spawner_kubernetes._api import KubeApi, RetryPolicy, api_error
+from einfra_spawner_kubernetes._api import KubeApi
+from einfra_spawner_kubernetes._api_errors import api_error
 from einfra_spawner_kubernetes._informer import LIST_PAGE, Informer, slim_event
+from einfra_spawner_kubernetes._retry import RetryPolicy
 
 LOG = logging.getLogger("test")
 

@@ -11,6 +11,7 @@ from einfra_spawner.testing import FakeKubernetes
 from einfra_spawner.testing._status import ApiError as HarnessError
 from einfra_spawner_kubernetes import KubernetesBackend
 
+from ..inventories import inventory_of
 from .conftest import BackendFactory, MakeRequest
 
 
@@ -31,7 +32,7 @@ async def test_a_start_a_dead_hub_left_running_is_in_the_next_hubs_inventory(
     request = make_request("ada", "gpu", {"gpu": "a40", "gpu_count": 2})
     await backend_factory().start(request)
     restarted = backend_factory()
-    (found,) = await restarted.inventory("hub")
+    (found,) = await inventory_of(restarted, "hub")
     names = ServerNames("ada", "gpu")
     assert (found.server_label, found.user_label) == (names.server_label, names.user_label)
     assert (found.user, found.server, found.running) == ("ada", "gpu", True)
@@ -51,8 +52,8 @@ async def test_pods_of_other_instances_and_foreign_pods_are_never_reported(
     foreign["metadata"]["labels"] = {"app": "something-else"}
     for pod in (mine, other_instance, foreign):
         cluster.api.create("pods", "default", pod, trusted=True)
-    assert [r.user for r in await backend.inventory("hub")] == ["ada"]
-    assert [r.user for r in await backend.inventory("course")] == ["ben"]
+    assert [r.user for r in await inventory_of(backend, "hub")] == ["ada"]
+    assert [r.user for r in await inventory_of(backend, "course")] == ["ben"]
 
 
 async def test_remove_leaves_a_new_pod_of_the_same_server_alone(
@@ -60,11 +61,11 @@ async def test_remove_leaves_a_new_pod_of_the_same_server_alone(
 ) -> None:
     request = make_request("ada")
     await backend.start(request)
-    (orphan,) = await backend.inventory("hub")
+    (orphan,) = await inventory_of(backend, "hub")
     await backend.stop(request.identity, {"pod": orphan.ref["pod"], "namespace": "default"})
     await backend.start(request)  # the user started the server again meanwhile
     await backend.remove(orphan)  # the orphan seen before: gone already, and not this one
-    (current,) = await backend.inventory("hub")
+    (current,) = await inventory_of(backend, "hub")
     assert current.ref["uid"] != orphan.ref["uid"]
     assert pod_exists(cluster, current.ref["pod"])
 

@@ -27,7 +27,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -123,7 +123,7 @@ def handler_for(body: dict[str, Any] | None) -> SimpleNamespace | None:
 
 
 def lose_running_write(connection: sa.Connection, interval_id: int) -> None:
-    """Undo :func:`~einfra_spawner.usage.ledger.mark_running` of ``interval_id``, as if the hub
+    """Undo :func:`~einfra_spawner.usage.intervals.mark_running` of ``interval_id``, as if the hub
     process had been killed before the write queued for it was committed."""
     connection.execute(sa.update(INTERVALS).where(INTERVALS.c.id == interval_id).values(last_seen=None))
 
@@ -170,7 +170,7 @@ class HubLifecycle(RuleBasedStateMachine):
         self.homes: dict[Key, str] = {}  # the uid of each home volume, as first seen
         self.run(self.boot())
 
-    def run(self, work: Coroutine[Any, Any, T]) -> T:
+    def run(self, work: Awaitable[T]) -> T:
         return self.loop.run_until_complete(work)
 
     def teardown(self) -> None:
@@ -402,7 +402,7 @@ class HubLifecycle(RuleBasedStateMachine):
             return 403
         if request.get("image") == BAD_IMAGE:
             return 503
-        gpu = request.get("gpu")
+        gpu: str = request.get("gpu", "none")  # "none" only when wanted is 0
         if wanted and self.gpus_held(gpu, besides=key) + wanted > GPUS_ON_THE_CLUSTER[gpu]:
             return 503
         return None

@@ -173,9 +173,10 @@ async def test_with_grace_a_pod_placed_in_time_is_not_failed(make_request: MakeR
     try:
         watcher.watch_uid(UID, pod(), [])
         watcher.on_event("ADDED", failed_scheduling(NO_CPU))
-        assert watcher.timer is not None
+        countdown = watcher.timer
+        assert countdown is not None
         watcher.on_pod("MODIFIED", pod(node="cpu-1"))
-        assert watcher.timer is None
+        assert watcher.timer is None and countdown.cancelled()
         await past(GRACE)
         assert not watcher.outcome.done()
     finally:

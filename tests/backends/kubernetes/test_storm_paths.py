@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.typedefs import StrOrURL
 from kubernetes_asyncio import client
 
 from einfra_spawner import ServerIdentity
 from einfra_spawner.testing import FakeKubernetes
-from einfra_spawner_kubernetes._api import ApiError, KubeApi, RetryPolicy
+from einfra_spawner_kubernetes._api import KubeApi
+from einfra_spawner_kubernetes._api_errors import ApiError
 from einfra_spawner_kubernetes._informer import Informer
 from einfra_spawner_kubernetes._pace import Gate
+from einfra_spawner_kubernetes._retry import RetryPolicy
 
 from .conftest import BackendFactory, MakeRequest
 
@@ -67,21 +72,23 @@ async def test_admission_hands_its_turn_to_start_or_gives_it_back(
     await backend.stop(ServerIdentity(user="ada", server="", namespace="default"), started.state)
 
 
-async def test_the_fast_path_sends_the_token_and_reports_statuses(cluster: FakeKubernetes) -> None:
+async def test_the_fast_path_sends_the_token_and_reports_statuses(
+    cluster: FakeKubernetes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configuration = cluster.client_configuration()
     configuration.api_key = {"BearerToken": "s3cret"}
     configuration.api_key_prefix = {"BearerToken": "Bearer"}
     seen: list[str | None] = []
     api_client = client.ApiClient(configuration)
     api = KubeApi(api_client, RetryPolicy(attempts=1), logging.getLogger("test"))
-    original = api._session._request
+    original = api.transport.session._request
 
-    async def spy(method: str, url: object, **kwargs: object) -> object:
+    async def spy(method: str, url: StrOrURL, **kwargs: Any) -> aiohttp.ClientResponse:
         headers = kwargs.get("headers")
         seen.append(headers.get("authorization") if isinstance(headers, dict) else None)
-        return await original(method, url, **kwargs)  # type: ignore[arg-type]
+        return await original(method, url, **kwargs)
 
-    api._session._request = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(api.transport.session, "_request", spy)
     try:
         with pytest.raises(ApiError) as missing:
             await api.get("pods", "default", "nobody")

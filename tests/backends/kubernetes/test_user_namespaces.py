@@ -16,11 +16,18 @@ from einfra_spawner_kubernetes.backend import USER_NAMESPACE_PREFIX_MAX
 from .conftest import BackendFactory, MakeRequest
 
 
+def namespace_of(backend: KubernetesBackend, user: str) -> str:
+    """The namespace of ``user``'s servers (a Kubernetes backend always names one)."""
+    namespace = backend.namespace_for(ServerIdentity(user=user))
+    assert namespace is not None
+    return namespace
+
+
 async def test_each_user_gets_a_namespace_of_their_own(
     cluster: FakeKubernetes, backend_factory: BackendFactory, make_request: MakeRequest
 ) -> None:
     backend = backend_factory(user_namespaces=True)
-    namespaces = {user: backend.namespace_for(ServerIdentity(user=user)) for user in ("ada", "Ada", "Čeněk")}
+    namespaces = {user: namespace_of(backend, user) for user in ("ada", "Ada", "Čeněk")}
     assert len(set(namespaces.values())) == 3
     assert namespaces["Čeněk"].startswith("jupyter-cenek-")
     started = {}
