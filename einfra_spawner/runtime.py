@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .backend import Backend, load_backend_class
 from .profiles import ProfileSet, load_profiles
 from .reconcile import HubView, Reconciler
-from .usage.ledger import AsyncLedger
+from .usage.async_ledger import AsyncLedger
 
 if TYPE_CHECKING:  # imports JupyterHub's service handlers: only where a hub configures it
     from .gpu_service import GpuServiceServer

@@ -23,7 +23,7 @@ from einfra_spawner import UserContext, load_profiles, parse_profile_set, resolv
 from einfra_spawner.demo.auth import DEMO_PASSWORD
 from einfra_spawner.form import build_form, request_from_form
 from einfra_spawner.pricing import hourly_cost, money_text
-from einfra_spawner.spawner import _form_template
+from einfra_spawner.spawner_form import form_template
 
 from .conftest import Hub
 
@@ -313,7 +313,7 @@ async def test_the_scripts_cost_is_the_servers_to_the_cent(browser: Browser) -> 
     user = UserContext(name="u")
     page = await browser.new_page()
     try:
-        await page.set_content(_form_template().render(form=build_form(profiles, user)))
+        await page.set_content(form_template().render(form=build_form(profiles, user)))
         cost = page.locator("#einfra-profile-lab [data-einfra-cost]")
         choices = random.Random(13)
         for _ in range(12):

@@ -42,7 +42,7 @@ from einfra_spawner.form import (
 )
 from einfra_spawner.pricing import hourly_cost, money_text
 from einfra_spawner.quantities import parse_cpu, parse_memory
-from einfra_spawner.spawner import _form_template
+from einfra_spawner.spawner_form import form_template
 from einfra_spawner.usage import describe_quotas
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
@@ -172,7 +172,7 @@ class RenderedForm(HTMLParser):
 
 
 def render(view: FormView) -> RenderedForm:
-    return RenderedForm(_form_template().render(form=view))
+    return RenderedForm(form_template().render(form=view))
 
 
 def form_for(
@@ -385,7 +385,7 @@ def test_every_control_has_a_label_and_ids_are_unique() -> None:
 
 
 def test_profiles_and_groups_of_options_are_fieldsets_with_legends() -> None:
-    html = _form_template().render(form=build_form(HUB, EVERYTHING))
+    html = form_template().render(form=build_form(HUB, EVERYTHING))
     assert html.count("<fieldset") == html.count("<legend") == html.count("</fieldset>")
     assert html.count('class="einfra-profile"') == 2
     assert 'type="radio" name="profile"' in html
@@ -401,11 +401,11 @@ def test_values_are_escaped() -> None:
         display_name=hostile,
         image=ImageView(select=select, custom=TextInput(name="x", id="x", label="Custom", value=hostile)),
     )
-    html = _form_template().render(form=dataclasses.replace(view, profiles=(forged,)))
+    html = form_template().render(form=dataclasses.replace(view, profiles=(forged,)))
     assert "<script>alert" not in html
     assert "&#34;&gt;&lt;script&gt;" in html
     # Operator-written texts are escaped too.
-    assert "Open &amp; free" in _form_template().render(form=build_form(GATED, NOBODY))
+    assert "Open &amp; free" in form_template().render(form=build_form(GATED, NOBODY))
 
 
 def test_nothing_outside_the_view_reaches_the_page() -> None:
@@ -720,7 +720,7 @@ def test_each_gpu_type_and_the_current_choice_show_their_price() -> None:
 def test_without_prices_nothing_is_priced() -> None:
     form = form_for(GATED, NOBODY)
     assert "CZK" not in form.text and "Hourly cost" not in form.text
-    assert "data-einfra-price=" not in _form_template().render(form=build_form(GATED, NOBODY))
+    assert "data-einfra-price=" not in form_template().render(form=build_form(GATED, NOBODY))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
