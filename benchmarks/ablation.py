@@ -152,8 +152,9 @@ def markdown_table(report: dict[str, Any]) -> str:
             name = "baseline (defaults)" if config == BASELINE else f"{config} {switched}"
             lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "| measure | what it is | verdict |", "|---|---|---|"]
+    described = {**MEASURES, **report["settings"].get("measures", {})}
     for config, text in report["verdicts"].items():
-        lines.append(f"| {config} | {MEASURES[config]} | {text} |")
+        lines.append(f"| {config} | {described.get(config, '')} | {text} |")
     return "\n".join(lines) + "\n"
 
 
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             "threshold": THRESHOLD,
             # Measures whose toggle turned them on: none since every measure is on by default.
             "turned_on": [],
+            "measures": {config: MEASURES[config] for config in configs if config != BASELINE},
         },
         "trials": [],
     }

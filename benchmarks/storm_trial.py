@@ -92,8 +92,7 @@ def stand_ins(index: int) -> dict[str, Any]:
 #: The storm measures of our spawner that ``--toggle`` switches off (``benchmarks/ablation.py``
 #: measures what each one earns). Each is on in a hub by default.
 MEASURES: dict[str, str] = {
-    "preparation-gate": "the preparation gate (a bounded number of resolutions per loop iteration)",
-    "admission": "resolving and rendering inside the backend's admission turn",
+    "poll-turns": "polls take turns: a bounded number read a server's state per loop iteration",
     "submission-gate": "the Kubernetes backend's submission gate (32 creates at a time)",
     "ledger-batching": "the usage ledger's queued writes in one transaction per batch",
     "slim-pods": "the pod cache keeps only the fields the spawner reads",
@@ -113,14 +112,10 @@ def toggle_measures(toggles: list[str], c: Config) -> bool:
     def nothing(*_: Any) -> contextlib.nullcontext[None]:
         return contextlib.nullcontext()
 
-    if "preparation-gate" in toggles:
+    if "poll-turns" in toggles:
         from einfra_spawner.runtime import HubRuntime
 
-        _replace(HubRuntime, "preparation_turn", nothing)
-    if "admission" in toggles:
-        from einfra_spawner_kubernetes import KubernetesBackend
-
-        _replace(KubernetesBackend, "admission", nothing)
+        _replace(HubRuntime, "poll_turn", nothing)
     if "submission-gate" in toggles:
         c.KubernetesBackend.concurrent_submissions = 1_000_000
     if "ledger-batching" in toggles:

@@ -12,12 +12,11 @@ persists through JupyterHub's ``get_state``/``load_state``, so a restarted hub f
 
 What a backend can do is typed, never probed: :class:`BackendFeatures` (what the form and the
 spawner need to know) and the protocol's methods. :class:`BackendBase` gives the defaults of the
-optional ones (no namespaces, no warm-up, no admission turns, no inventory for the reconciler).
+optional ones (no namespaces, no warm-up, no inventory for the reconciler).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -164,13 +163,6 @@ class Backend(Protocol):
         the first spawns wait for none of it. A failure is logged, nothing more."""
         ...
 
-    def admission(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Wait for the backend's turn to submit a server: the spawner renders the manifests and
-        calls ``start`` inside it, so in a burst each spawn's CPU work happens just before its
-        requests. The first ``start`` inside the block takes the turn over; leaving the block
-        without one gives it back."""
-        ...
-
     async def start(self, request: StartRequest) -> Started:
         """Start the server (resetting its home first when asked); raise ``BackendError`` with a
         message for the user when it cannot start. Nothing may be left running on failure."""
@@ -239,10 +231,6 @@ class BackendBase:
 
     async def warm_up(self) -> None:
         """Nothing to prepare."""
-
-    def admission(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """No turns: every start goes at once."""
-        return contextlib.nullcontext()
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -40,7 +40,7 @@ def configure(
     *,
     backend: str = "local",
     gpu_service: GpuService | None = DEFAULT_GPU_SERVICE,
-    freeze_heap: bool = False,
+    freeze_heap: bool | None = None,
 ) -> ProfileSet:
     """Make a hub run EInfraSpawner from an instance folder; call it in ``jupyterhub_config.py``.
 
@@ -65,14 +65,15 @@ def configure(
     built and warmed up (the Kubernetes backend connects and starts its watches), in the
     background, instead of at the first spawn.
 
-    ``freeze_heap`` (default off): once the profiles and the backend are loaded, collect garbage
-    and move every object alive to the garbage collector's permanent generation
-    (:func:`gc.freeze`). The hub's start-up heap (JupyterHub, the Kubernetes client's model
-    classes, SQLAlchemy...) is then never scanned again: a full collection during a spawn storm
-    takes a fraction of the time, and stalls the event loop that much less. Its cost: garbage
-    cycles among those start-up objects, should any form later, are never freed. It applies to
-    the whole hub process. Off by default until a measurement shows it earns its keep
-    (``docs/benchmarks.md``).
+    ``freeze_heap``: collect garbage and move every object alive to the garbage collector's
+    permanent generation (:func:`gc.freeze`), so that the hub's start-up heap (JupyterHub, the
+    Kubernetes client's model classes, SQLAlchemy, the servers it adopted...) is never scanned
+    again: a full collection during a spawn storm then takes a fraction of the time, and stalls
+    the event loop that much less (at N = 500 the longest stall fell from 254 to 25 ms; see
+    ``docs/benchmarks.md``, the ablation). Its cost: garbage cycles among those start-up objects,
+    should any form later, are never freed. It applies to the whole hub process. ``None`` (the
+    default): once JupyterHub has finished starting, and only in a running JupyterHub (a tool or
+    a test that calls this never freezes its process); ``True``: now; ``False``: never.
     """
     folder = os.path.abspath(os.fspath(profiles_dir))
     profiles = current_runtime().profiles(folder)
@@ -91,11 +92,24 @@ def configure(
         starting = False
     _offer_gpu_service(c, gpu_service, starting=starting)
     if starting:
-        loop.call_soon(_begin_runtime, c)
+        loop.call_soon(_begin_runtime, c, freeze_heap is None)
     if freeze_heap:
-        gc.collect()
-        gc.freeze()
+        _freeze_heap()
     return profiles
+
+
+def _freeze_heap() -> int:
+    """Collect garbage, then freeze what is alive (see :func:`configure`); how many objects."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+async def _freeze_once_started(hub_started: Callable[[], Awaitable[None]], log: logging.Logger) -> None:
+    await hub_started()
+    log.info(
+        "einfra-spawner: froze the hub's start-up heap (%d objects) for the garbage collector", _freeze_heap()
+    )
 
 
 def _offer_gpu_service(c: Any, settings: GpuService | None, *, starting: bool) -> None:
@@ -219,7 +233,7 @@ def _hub_api_url(hub: Any) -> str:
     return str(hub.api_url)
 
 
-def _begin_runtime(c: Any) -> None:
+def _begin_runtime(c: Any, freeze_once_started: bool = False) -> None:
     """Once the configuration file has run (and the hub's configuration is complete): read the
     spawner's settings as traitlets resolves them (``c.Spawner``, ``c.EInfraSpawner``, or the
     operator's subclass) and let the runtime open the ledger, warm the backend up and start the
@@ -259,6 +273,8 @@ def _begin_runtime(c: Any) -> None:
         hub_started=hub_started,
         in_hub=app is not None,
     )
+    if freeze_once_started and app is not None:
+        current_runtime().track(_freeze_once_started(hub_started, log), log, "Freezing the start-up heap")
 
 
 async def _no_hub() -> None:

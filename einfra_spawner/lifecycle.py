@@ -12,10 +12,9 @@ its failures turned into the refusals JupyterHub shows (:mod:`einfra_spawner.ref
 * :func:`delete_storage`: a deleted server's volumes removed, and its homes as the instance says;
 * :func:`hub_progress`: the backend's progress events, as JupyterHub's progress page reads them.
 
-Spawn storms (see ``docs/benchmarks.md``): resolving and rendering take turns at the hub's
-preparation gate, and rendering happens inside the backend's ``admission()``, so that in a burst
-each spawn's CPU work happens just before its requests instead of every spawn rendering first and
-all of them submitting late; nothing waiting on the database or the cluster holds a turn.
+Spawn storms and restarts (see ``docs/benchmarks.md``, the ablation): the backend paces its own
+submissions; polls take turns at the hub's poll gate, so that the thousands of polls of a hub
+restart do not read every server's state in one iteration of the event loop.
 """
 
 from __future__ import annotations
@@ -162,18 +161,14 @@ async def start_on_backend(
     single_user: Callable[[], SingleUser],
     state: Mapping[str, Any],
     timeout: float,
-    turn: Turn,
 ) -> tuple[Started, StartRequest]:
-    """Have ``backend`` start the server in the home of ``home_generation``: within its
-    admission, take a ``turn`` at the preparation gate to build the single-user command and
-    environment (``single_user``) and render the manifests, then start (holding no turn).
+    """Have ``backend`` start the server in the home of ``home_generation``: build the
+    single-user command and environment (``single_user``), render the manifests, then start.
     Returns what the backend answered and what it was given; a
     :class:`~einfra_spawner.BackendError` goes through."""
     identity = dataclasses.replace(identity, home_generation=home_generation or 0)
-    async with backend.admission():
-        async with turn():
-            request = start_request(options, identity, single_user(), state=state, timeout=timeout)
-        started = await backend.start(request)
+    request = start_request(options, identity, single_user(), state=state, timeout=timeout)
+    started = await backend.start(request)
     return started, request
 
 
@@ -190,11 +185,11 @@ async def poll_server(
 ) -> int | None:
     """``None`` while the server runs (its run is then seen running, written within ``within``
     seconds), else its exit status (its run then ends where it was last seen running). The
-    backend and the identity are looked up within a ``turn`` at the preparation gate, the run's
+    backend and the identity are looked up within a ``turn`` at the poll gate, the run's
     recorder after it."""
     # JupyterHub polls every server at once when it starts: 5,000 polls in one loop iteration
-    # held the loop for half a second. The cache reads take turns like preparations; the
-    # ledger's work (not waited on while holding a turn) comes after.
+    # held the loop for a quarter of a second. The cache reads take turns; the ledger's work
+    # (not waited on while holding a turn) comes after.
     async with turn():
         try:
             status = await backend().poll(identity(), state)

@@ -2,7 +2,7 @@
 
 Where it sits: JupyterHub builds one :class:`~einfra_spawner.spawner.EInfraSpawner` per server;
 what they share (the loaded profile folders, the backend object with its watches and
-connections, the usage ledger with its worker thread, the preparation gate, the background
+connections, the usage ledger with its worker thread, the poll gate, the background
 tasks: the backend's warm-up and the reconciler) belongs to one :class:`HubRuntime` per process.
 :func:`~einfra_spawner.configure` arranges for :meth:`HubRuntime.begin` to run as the hub
 starts; the runtime closes it all when JupyterHub shuts down (JupyterHub cancels every task of
@@ -93,13 +93,14 @@ class HubRuntime:
         return ledger
 
     @contextlib.asynccontextmanager
-    async def preparation_turn(self, width: int) -> AsyncIterator[None]:
-        """A turn at this event loop's preparation gate: at most ``width`` turns begin in one
-        iteration of the loop, first come first served.
+    async def poll_turn(self, width: int) -> AsyncIterator[None]:
+        """A turn at this event loop's poll gate: at most ``width`` turns begin in one iteration
+        of the loop, first come first served.
 
-        A turn is given back at the next iteration, not when the block ends: the steps it covers
-        do not wait for anything, so a turn given back at once would be taken again at once, and
-        a whole burst would still run in one iteration."""
+        A turn is given back at the next iteration, not when the block ends: the step it covers
+        (reading a server's state from the backend's cache) does not wait for anything, so a turn
+        given back at once would be taken again at once, and a burst of polls would still run in
+        one iteration."""
         loop = asyncio.get_running_loop()
         gate = self._gates.get(loop)
         if gate is None:  # an asyncio semaphore is FIFO

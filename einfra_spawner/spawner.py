@@ -63,7 +63,7 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
     gpu_capacity_timeout = settings.gpu_capacity_timeout()
     usage_db_url = settings.usage_db_url()
     usage_timeout = settings.usage_timeout()
-    concurrent_preparations = settings.concurrent_preparations()
+    polls_per_iteration = settings.polls_per_iteration()
     reconcile_interval = settings.reconcile_interval()
     reconcile_grace = settings.reconcile_grace()
 
@@ -149,8 +149,8 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             self.log.info("Refused a request for %s: %s", self._log_name, exc)
             raise refusal(str(exc), reason="options") from exc
 
-    def _preparation_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return current_runtime().preparation_turn(self.concurrent_preparations)
+    def _poll_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return current_runtime().poll_turn(self.polls_per_iteration)
 
     @property
     def resolved_options(self) -> ResolvedOptions | None:
@@ -200,22 +200,18 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
         starts), check the quotas and open the usage interval (a refusal is a 403), then run the
         operator's ``pre_spawn_hook``, which may read :attr:`resolved_options`.
 
-        JupyterHub awaits what this returns: resolving waits its turn at the preparation gate,
-        and the ledger work is asynchronous."""
+        JupyterHub awaits what this returns: the ledger work is asynchronous."""
         return self._resolve_admit_then_hook()
 
     async def _resolve_admit_then_hook(self) -> Any:
         self._starting = True
         try:
             request = self._request_of_this_start()
-            async with self._preparation_turn():
-                try:
-                    self._pending = self.resolve(request)
-                except web.HTTPError:
-                    usage_metrics.SPAWN_FAILURES.labels(reason="options").inc()
-                    raise
-            # Waiting for the database holds no turn (the few steps before its write run at
-            # once, before the next turn begins).
+            try:
+                self._pending = self.resolve(request)
+            except web.HTTPError:
+                usage_metrics.SPAWN_FAILURES.labels(reason="options").inc()
+                raise
             ledger = self.usage_db_url
             admitted = await lifecycle.admit(
                 self.usage(), self._pending, log=self.log, server=self._log_name, ledger_url=ledger
@@ -304,7 +300,6 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
                 single_user=self._single_user,
                 state=self._backend_state,
                 timeout=float(self.start_timeout),
-                turn=self._preparation_turn,
             )
         except BackendError as exc:
             self.log.warning("Could not start %s: %s", self._log_name, exc)
@@ -364,7 +359,7 @@ class EInfraSpawner(Spawner):  # type: ignore[misc]  # jupyterhub is untyped
             self.identity,
             self._backend_state,
             self.usage,
-            turn=self._preparation_turn,
+            turn=self._poll_turn,
             within=self.poll_interval,
             log=self.log,
             server=self._log_name,

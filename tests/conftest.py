@@ -1,10 +1,13 @@
-"""Shared test configuration: the harness's fixtures, and no async test leaves a task running."""
+"""Shared test configuration: the harness's fixtures; no async test leaves a task running, and no
+test leaves the process's heap frozen for the garbage collector."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Iterator
 
+import pytest
 import pytest_asyncio
 
 # The harness's fixtures (fake_k8s, k8s_api_client, ...) are opt-in: the package registers no
@@ -25,3 +28,14 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
     for task in leaked:
         task.cancel()
     assert not leaked, f"tasks left running: {[t.get_coro() for t in leaked]}"
+
+
+@pytest.fixture(autouse=True)
+def _no_frozen_heap() -> Iterator[None]:
+    """Fail a test that leaves objects frozen (``gc.freeze``, which a hub does once started):
+    frozen objects are never collected, so the rest of the test run would leak them."""
+    assert gc.get_freeze_count() == 0, "an earlier test left the heap frozen"
+    yield
+    frozen = gc.get_freeze_count()
+    gc.unfreeze()
+    assert frozen == 0, f"this test left {frozen} objects frozen (gc.freeze without gc.unfreeze)"

@@ -77,7 +77,7 @@ class Starter:
     async def start(self, request: StartRequest, progress: StartProgress) -> Started:
         """Start the server of ``request``, writing its steps into ``progress``."""
         # The gate is held while this start writes (namespace, PVC, pod), not while it waits.
-        await self._gate.take_turn()
+        await self._gate.enter()
         holding = True
 
         def submitted() -> None:

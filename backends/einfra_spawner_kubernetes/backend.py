@@ -254,10 +254,6 @@ class KubernetesBackend(BackendBase, LoggingConfigurable):
 
     # --- start, stop, poll, progress -------------------------------------------------------------
 
-    def admission(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """A turn at the submission gate for the spawner's own work on a start (see ``_pace``)."""
-        return self._gate.admission()
-
     async def start(self, request: StartRequest) -> Started:
         # Progress is readable from the first moment, also while this start waits for its turn.
         metadata = request.manifests.pod["metadata"]

@@ -87,6 +87,16 @@ def anonymous(hub: Hub, path: str, *, follow: bool) -> tuple[int, str, str]:
         return error.code, error.headers.get("Location", ""), error.read().decode()
 
 
+def test_the_hub_freezes_its_start_up_heap_once_started(gpu_hub: Hub) -> None:
+    # configure()'s default in a running JupyterHub (docs/benchmarks.md: the ablation keeps it).
+    log = gpu_hub.log_path.read_text(errors="replace")
+    frozen = re.search(r"froze the hub's start-up heap \((\d+) objects\)", log)
+    assert frozen is not None, log[-3000:]
+    assert int(frozen.group(1)) > 10_000  # JupyterHub, its libraries and ours
+    started = log.index("JupyterHub is now running")
+    assert log.index(frozen.group(0)) > started  # once the hub had started, not before
+
+
 def test_the_hub_starts_without_deprecation_warnings(gpu_hub: Hub) -> None:
     log = gpu_hub.log_path.read_text(errors="replace")
     assert "extra_handlers" not in log

@@ -1,5 +1,5 @@
 """A burst of polls (JupyterHub polls every server at once when it starts) takes turns: no loop
-iteration reads more than ``concurrent_preparations`` servers' state, so the loop keeps serving
+iteration reads more than ``polls_per_iteration`` servers' state, so the loop keeps serving
 in between; every poll still answers, and one that fails does not hold its turn."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ async def test_a_burst_of_polls_reads_the_backend_in_turns(backend: FakeBackend)
         return await real_poll(identity, state)
 
     backend.poll = counting_poll  # type: ignore[method-assign]
-    spawners = [make_spawner(name=f"u{i:02}", concurrent_preparations=4) for i in range(40)]
+    spawners = [make_spawner(name=f"u{i:02}", polls_per_iteration=4) for i in range(40)]
     for number, spawner in enumerate(spawners):
         spawner.load_state({"backend": "fake", "server": {"pid": 7, "broken": number % 10 == 0}})
     try:

@@ -1,5 +1,5 @@
-"""What the Kubernetes backend does for spawn storms: its submission gate and admission, the
-request path that skips the generated client, and the per-pod index of cached events."""
+"""What the Kubernetes backend does for spawn storms: its submission gate, the request path that
+skips the generated client, and the per-pod index of cached events."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from aiohttp.typedefs import StrOrURL
 from kubernetes_asyncio import client
 
-from einfra_spawner import ServerIdentity
 from einfra_spawner.testing import FakeKubernetes
 from einfra_spawner_kubernetes._api import KubeApi
 from einfra_spawner_kubernetes._api_errors import ApiError
@@ -53,23 +52,6 @@ async def test_a_burst_of_starts_and_stops_goes_through_a_narrow_gate(
     assert len({s.state["pod"] for s in started}) == 6
     await asyncio.gather(*(backend.stop(r.identity, s.state) for r, s in zip(requests, started, strict=True)))
     assert cluster.objects("pods", "default") == []
-
-
-async def test_admission_hands_its_turn_to_start_or_gives_it_back(
-    cluster: FakeKubernetes, backend_factory: BackendFactory, make_request: MakeRequest
-) -> None:
-    backend = backend_factory(concurrent_submissions=1)
-    request = make_request(user="ada", request={"gpu": "none"})
-    # A spawner that fails before calling start gives the only turn back...
-    with pytest.raises(RuntimeError):
-        async with backend.admission():
-            raise RuntimeError("rendering failed")
-    # ...and one that starts inside its admission does not wait for a second turn.
-    async with backend.admission():
-        started = await asyncio.wait_for(backend.start(request), 10)
-    async with backend.admission():  # the turn came back after the start was submitted
-        pass
-    await backend.stop(ServerIdentity(user="ada", server="", namespace="default"), started.state)
 
 
 async def test_the_fast_path_sends_the_token_and_reports_statuses(
