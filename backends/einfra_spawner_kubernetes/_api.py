@@ -88,20 +88,6 @@ class KubeApi:
         self.counts[(verb, resource)] = self.counts.get((verb, resource), 0) + 1
         return await exchange(f"{verb} {resource}", timeout, call, *args, **kwargs)
 
-    async def call(
-        self,
-        verb: str,
-        resource: str,
-        call: Callable[..., Any],
-        *args: Any,
-        deadline: float | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        """``call(*args, **kwargs)``, retried on 429, 5xx, time-outs and dropped connections
-        until ``deadline`` (a :func:`time.monotonic` instant; default: the policy's budget)."""
-        subject = str(kwargs.get("label_selector") or "")
-        return await self._retrying(verb, resource, subject, deadline, call, *args, **kwargs)
-
     async def _retrying(
         self,
         verb: str,

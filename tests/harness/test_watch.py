@@ -139,7 +139,9 @@ async def test_a_compacted_version_is_expired(fake_k8s: FakeKubernetes, v1: Core
     assert event["type"] == "ERROR"
     assert event["object"]["kind"] == "Status" and event["object"]["code"] == 410
     assert event["object"]["reason"] == "Expired"
-    # A fresh list gives a version to watch from.
+    # A fresh list gives a version to watch from (once "a" has settled: its kubelet's status
+    # updates would otherwise come first).
+    await fake_k8s.wait_for_pod_phase("default", "a", "Running")
     fresh = (await v1.list_namespaced_pod("default")).metadata.resource_version
     await v1.create_namespaced_pod("default", pod_body("b"))
     assert await collect(v1, 1, timeout_seconds=5, resource_version=fresh) == [("ADDED", "b")]
