@@ -69,7 +69,7 @@ def configure(
     permanent generation (:func:`gc.freeze`), so that the hub's start-up heap (JupyterHub, the
     Kubernetes client's model classes, SQLAlchemy, the servers it adopted...) is never scanned
     again: a full collection during a spawn storm then takes a fraction of the time, and stalls
-    the event loop that much less (at N = 500 the longest stall fell from 254 to 25 ms; see
+    the event loop that much less (at N = 500 the longest stall fell from 238 to 25 ms; see
     ``docs/benchmarks.md``, the ablation). Its cost: garbage cycles among those start-up objects,
     should any form later, are never freed. It applies to the whole hub process. ``None`` (the
     default): once JupyterHub has finished starting, and only in a running JupyterHub (a tool or
